@@ -1,0 +1,156 @@
+package api
+
+import "time"
+
+// GroupState is the state of a group as the API reports it. The state
+// machine itself lives in the supervisor; these are its names on the wire.
+type GroupState string
+
+const (
+	GroupPending  GroupState = "Pending"  // accepted, not yet started (waiting for image, room, dependency)
+	GroupStarting GroupState = "Starting" // sandbox and containers being created
+	GroupRunning  GroupState = "Running"  // every container running
+	GroupBackOff  GroupState = "BackOff"  // a container failed; waiting to restart
+	GroupStopping GroupState = "Stopping" // stop sequence in progress
+	GroupStopped  GroupState = "Stopped"  // stopped on request; definition kept
+	GroupFailed   GroupState = "Failed"   // gave up (restart policy), or cannot be created
+	GroupEvicted  GroupState = "Evicted"  // stopped to make room for higher priority
+	GroupDeleting GroupState = "Deleting" // stop then remove everything
+)
+
+// ContainerState is the state of one container.
+type ContainerState string
+
+const (
+	ContainerWaiting ContainerState = "Waiting" // not created yet, or between restarts
+	ContainerRunning ContainerState = "Running"
+	ContainerExited  ContainerState = "Exited"
+	ContainerUnknown ContainerState = "Unknown"
+)
+
+// GroupStatus is what `agentctl get` and `describe` show of one group.
+type GroupStatus struct {
+	Name       string     `json:"name"`
+	State      GroupState `json:"state"`
+	Reason     string     `json:"reason,omitempty"`
+	Message    string     `json:"message,omitempty"`
+	Priority   int64      `json:"priority"`
+	Generation int64      `json:"generation"`
+	// Source is the file that defines the group, or "api".
+	Source string `json:"source"`
+	// SpecError is set when the source file was changed into something
+	// invalid; the group keeps running its last valid spec.
+	SpecError  string            `json:"spec_error,omitempty"`
+	Restarts   int               `json:"restarts"`
+	CreatedAt  time.Time         `json:"created_at"`
+	StartedAt  time.Time         `json:"started_at,omitzero"`
+	NetNS      string            `json:"netns,omitempty"`
+	Containers []ContainerStatus `json:"containers"`
+	// Spec is the spec as applied (effective config); set by Get, not List.
+	Spec *GroupSpec `json:"spec,omitempty"`
+	// Events are the group's recent events; set by Get, not List.
+	Events []Event `json:"events,omitempty"`
+}
+
+// ContainerStatus is the state of one container of a group.
+type ContainerStatus struct {
+	Name       string         `json:"name"`
+	ID         string         `json:"id"`
+	Image      string         `json:"image"`
+	State      ContainerState `json:"state"`
+	Reason     string         `json:"reason,omitempty"`
+	PID        uint32         `json:"pid,omitempty"`
+	ExitCode   *uint32        `json:"exit_code,omitempty"`
+	Restarts   int            `json:"restarts"`
+	StartedAt  time.Time      `json:"started_at,omitzero"`
+	FinishedAt time.Time      `json:"finished_at,omitzero"`
+}
+
+// Running counts the running containers of the group.
+func (g *GroupStatus) Running() int {
+	n := 0
+	for _, c := range g.Containers {
+		if c.State == ContainerRunning {
+			n++
+		}
+	}
+	return n
+}
+
+// Event is one thing that happened, with a reason a human can act on.
+type Event struct {
+	Seq       uint64    `json:"seq"`
+	Time      time.Time `json:"time"`
+	Type      string    `json:"type"` // Normal | Warning
+	Group     string    `json:"group,omitempty"`
+	Container string    `json:"container,omitempty"`
+	Reason    string    `json:"reason"` // CamelCase, e.g. Started, Killed, SpecInvalid
+	Message   string    `json:"message"`
+}
+
+// Event types.
+const (
+	EventNormal  = "Normal"
+	EventWarning = "Warning"
+)
+
+// LogEntry is one line of a container's output.
+type LogEntry struct {
+	Time      time.Time `json:"time"`
+	Stream    string    `json:"stream"` // stdout | stderr
+	Container string    `json:"container,omitempty"`
+	Line      string    `json:"line"`
+}
+
+// ApplyFile is one group file sent to the apply endpoint.
+type ApplyFile struct {
+	Name    string `json:"name"`
+	Content string `json:"content"`
+}
+
+// ApplyRequest applies one or more group files atomically: all are
+// validated first, and nothing is applied unless every one is valid.
+type ApplyRequest struct {
+	Files  []ApplyFile `json:"files"`
+	DryRun bool        `json:"dry_run,omitempty"`
+}
+
+// ApplyResult says what applying did to one group.
+type ApplyResult struct {
+	Group      string `json:"group"`
+	Action     string `json:"action"` // created | updated | unchanged
+	Generation int64  `json:"generation"`
+}
+
+// Actions of ApplyResult.
+const (
+	ActionCreated   = "created"
+	ActionUpdated   = "updated"
+	ActionUnchanged = "unchanged"
+)
+
+// ImageInfo describes an image in the agent's containerd namespace.
+type ImageInfo struct {
+	Name   string `json:"name"`
+	Digest string `json:"digest"`
+	Size   int64  `json:"size"`
+}
+
+// VersionInfo is what /v1/version returns.
+type VersionInfo struct {
+	Version    string `json:"version"`
+	GoVersion  string `json:"go_version"`
+	Node       string `json:"node"`
+	Containerd string `json:"containerd,omitempty"`
+	// ContainerdOK is false while containerd does not answer.
+	ContainerdOK bool `json:"containerd_ok"`
+}
+
+// ErrorBody is the JSON body of every non-2xx response.
+type ErrorBody struct {
+	Error string `json:"error"`
+	// Class is one of the error classes in errors.go ("invalid", "not_found"…).
+	Class string `json:"class"`
+	// Details lists every problem found in the input, with positions.
+	Details []FieldError `json:"details,omitempty"`
+}
