@@ -76,9 +76,9 @@ type ContainerSpec struct {
 	// User is "uid", "uid:gid" (numeric).
 	User string `toml:"user" json:"user,omitempty"`
 	// StopSignal overrides the image's StopSignal; default SIGTERM.
-	StopSignal Signal         `toml:"stop_signal" json:"stop_signal,omitempty"`
-	Mounts     []MountSpec    `toml:"mount" json:"mounts,omitempty"`
-	Resources  ResourceSpec   `toml:"resources" json:"resources"`
+	StopSignal Signal       `toml:"stop_signal" json:"stop_signal,omitempty"`
+	Mounts     []MountSpec  `toml:"mount" json:"mounts,omitempty"`
+	Resources  ResourceSpec `toml:"resources" json:"resources"`
 }
 
 // MountSpec mounts one of the group's volumes into a container.
