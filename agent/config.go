@@ -33,6 +33,9 @@ type Config struct {
 	LogLevel  string `toml:"log_level"`
 	LogFormat string `toml:"log_format"`
 
+	// PriorityClasses names priorities groups can use instead of numbers.
+	PriorityClasses map[string]int64 `toml:"priority_classes"`
+
 	Containerd ContainerdConfig `toml:"containerd"`
 	Volumes    VolumesConfig    `toml:"volumes"`
 	Logs       LogsConfig       `toml:"logs"`
@@ -101,6 +104,12 @@ func DefaultConfig() Config {
 			Runtime:     "io.containerd.runc.v2",
 		},
 		Logs: LogsConfig{MaxSize: 10 << 20, MaxFiles: 3},
+		PriorityClasses: map[string]int64{
+			"system": 1000000,
+			"high":   1000,
+			"normal": 0,
+			"batch":  -1000,
+		},
 	}
 }
 
@@ -178,6 +187,11 @@ func (c *Config) Validate() error {
 	}
 	if c.Logs.MaxFiles < 1 {
 		errs = append(errs, fmt.Errorf("logs.max_files %d: must be at least 1", c.Logs.MaxFiles))
+	}
+	for name := range c.PriorityClasses {
+		if !api.IsDNSLabel(name) {
+			errs = append(errs, fmt.Errorf("priority_classes: %q is not a valid class name (a DNS label)", name))
+		}
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("agent config: %w: %w", err, api.ErrInvalid)

@@ -1,0 +1,197 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/containerd/containerd"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/berth-project/berth/api"
+	"github.com/berth-project/berth/supervisor"
+	"github.com/berth-project/berth/supervisor/containerdproc"
+)
+
+// Version is agentd's version, set at build time with -ldflags.
+var Version = "dev"
+
+// Agent is agentd: it assembles this node's desired state (group files,
+// groups applied through the API) and hands it to the supervisor, serves
+// the admin API and keeps the event history.
+type Agent struct {
+	cfg    Config
+	log    *slog.Logger
+	events *Events
+
+	client  *containerd.Client
+	managed *containerdproc.Process
+	images  *supervisor.Images
+	sup     *supervisor.Supervisor
+
+	mu     sync.Mutex
+	groups map[string]*groupEntry
+	// prev holds what earlier runs recorded of each group (and of groups
+	// deleted since): generations only grow.
+	prev     map[string]persistedGroup
+	fileErrs map[string]string // groups_dir file → its current error
+
+	ready chan struct{}
+}
+
+// New returns an agent for a validated config.
+func New(cfg Config, log *slog.Logger) *Agent {
+	return &Agent{
+		cfg: cfg, log: log, events: NewEvents(1000),
+		groups: map[string]*groupEntry{}, prev: map[string]persistedGroup{}, fileErrs: map[string]string{},
+		ready: make(chan struct{}),
+	}
+}
+
+// Ready is closed once the agent serves its API with the desired state
+// loaded.
+func (a *Agent) Ready() <-chan struct{} { return a.ready }
+
+// Run runs the agent until ctx ends. Ending it stops supervision and
+// leaves every group running: only explicit stops, deletes and evictions
+// kill containers.
+func (a *Agent) Run(ctx context.Context) error {
+	for _, d := range []string{a.cfg.StateDir, a.cfg.RunDir, a.logDir()} {
+		if err := os.MkdirAll(d, 0o750); err != nil {
+			return err
+		}
+	}
+	client, err := a.connectContainerd(ctx)
+	if err != nil {
+		return err
+	}
+	a.client = client
+	defer client.Close()
+
+	self, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("find own binary for the log driver: %w", err)
+	}
+	a.images = supervisor.NewImages(client, a.cfg.Containerd.Namespace, a.cfg.Containerd.Snapshotter, a.cfg.Registry.AuthFile)
+	rt := supervisor.NewContainerdRuntime(client, supervisor.ContainerdConfig{
+		Namespace:   a.cfg.Containerd.Namespace,
+		Snapshotter: a.cfg.Containerd.Snapshotter,
+		Runtime:     a.cfg.Containerd.Runtime,
+		LogDriver:   self,
+		LogDir:      a.logDir(),
+		LogOpts:     supervisor.LogOptions{MaxSize: int64(a.cfg.Logs.MaxSize), MaxFiles: a.cfg.Logs.MaxFiles},
+		Images:      a.images,
+	})
+	a.sup = supervisor.New(supervisor.Config{
+		Runtime:   rt,
+		Sandboxes: supervisor.NewSandboxes(a.cfg.RunDir, a.cfg.StateDir),
+		Events:    a.events.Publish,
+		Logger:    a.log,
+		LogDir:    a.logDir(),
+	})
+	found, err := a.sup.Recover(ctx)
+	if err != nil {
+		return fmt.Errorf("list containers in namespace %s: %w", a.cfg.Containerd.Namespace, err)
+	}
+
+	srv, ln, err := a.listen()
+	if err != nil {
+		return err
+	}
+	eg, ctx := errgroup.WithContext(ctx)
+	eg.Go(func() error { return a.sup.Run(ctx) })
+	if err := a.loadDesired(); err != nil {
+		return err
+	}
+	if err := a.syncFiles(); err != nil {
+		a.log.Error("scan groups dir", "err", err)
+	}
+	a.mu.Lock()
+	for _, name := range found {
+		if _, ok := a.groups[name]; !ok {
+			a.log.Info("removing group that is no longer defined", "group", name)
+			a.sup.Remove(name)
+		}
+	}
+	for name := range a.groups {
+		a.pushLocked(name)
+	}
+	a.mu.Unlock()
+
+	eg.Go(func() error { return a.watchFiles(ctx) })
+	eg.Go(func() error {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("admin API: %w", err)
+		}
+		return nil
+	})
+	eg.Go(func() error {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(sctx)
+		return nil
+	})
+	close(a.ready)
+	a.log.Info("agent ready", "node", a.cfg.NodeName, "socket", a.cfg.Socket, "groups", len(a.groups),
+		"containerd", a.cfg.Containerd.Address, "namespace", a.cfg.Containerd.Namespace)
+	err = eg.Wait()
+	a.log.Info("agent stopped; groups keep running")
+	return err
+}
+
+// loadDesired restores groups applied through the API and the persisted
+// generations and stop flags.
+func (a *Agent) loadDesired() error {
+	p, err := a.loadPersisted()
+	if err != nil {
+		return err
+	}
+	applied, err := a.loadApplied()
+	if err != nil {
+		return err
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for n, pg := range p.Groups {
+		a.prev[n] = pg
+	}
+	// Files get theirs in syncFiles.
+	for _, spec := range applied {
+		a.upsertLocked(spec, SourceAPI)
+	}
+	return nil
+}
+
+// status returns a group's status with the agent's own fields filled in.
+func (a *Agent) status(name string, detail bool) (api.GroupStatus, bool) {
+	a.mu.Lock()
+	g, ok := a.groups[name]
+	var specErr string
+	if ok {
+		specErr = g.SpecError
+	}
+	a.mu.Unlock()
+	st, sok := a.sup.Status(name)
+	if !ok && !sok {
+		return api.GroupStatus{}, false
+	}
+	if !sok {
+		st = api.GroupStatus{Name: name, State: api.GroupPending, Source: g.Source, Generation: g.Generation}
+	}
+	st.SpecError = specErr
+	if detail {
+		if ok {
+			st.Spec = g.Spec
+		}
+		st.Events = a.events.History(name)
+	} else {
+		st.Spec = nil
+	}
+	return st, true
+}

@@ -1,0 +1,162 @@
+package agent
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"sort"
+	"time"
+
+	"github.com/berth-project/berth/api"
+)
+
+// Apply validates every file of req and, only if all are valid, makes
+// them the desired state of their groups (persisted under the state dir,
+// so they survive restarts). Nothing is applied when anything is wrong.
+func (a *Agent) Apply(req api.ApplyRequest) ([]api.ApplyResult, error) {
+	if len(req.Files) == 0 {
+		return nil, fmt.Errorf("apply: no files: %w", api.ErrInvalid)
+	}
+	var errs api.ErrorList
+	specs := make([]*api.GroupSpec, 0, len(req.Files))
+	first := map[string]string{}   // group → file that defines it
+	content := map[string]string{} // group → file content
+	for _, f := range req.Files {
+		spec, err := api.Decode(f.Name, []byte(f.Content))
+		if err != nil {
+			var list api.ErrorList
+			if errors.As(err, &list) {
+				errs = append(errs, list...)
+			} else {
+				errs = append(errs, &api.FieldError{File: f.Name, Message: err.Error()})
+			}
+			continue
+		}
+		if err := a.checkNodeRules(spec); err != nil {
+			errs = append(errs, &api.FieldError{File: f.Name, Group: spec.Name, Message: err.Error()})
+			continue
+		}
+		if prev, dup := first[spec.Name]; dup {
+			errs = append(errs, &api.FieldError{File: f.Name, Group: spec.Name,
+				Message: fmt.Sprintf("group is also defined in %s; apply it once", prev)})
+			continue
+		}
+		first[spec.Name] = f.Name
+		content[spec.Name] = f.Content
+		specs = append(specs, spec)
+	}
+	if len(errs) > 0 {
+		return nil, errs
+	}
+
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, spec := range specs {
+		if g, ok := a.groups[spec.Name]; ok && g.Source != SourceAPI {
+			errs = append(errs, &api.FieldError{File: first[spec.Name], Group: spec.Name,
+				Message: fmt.Sprintf("group is defined by the file %s; edit that file instead", g.Source)})
+		}
+	}
+	if len(errs) > 0 {
+		return nil, fmt.Errorf("%w: %w", errs, api.ErrConflict)
+	}
+	res := make([]api.ApplyResult, 0, len(specs))
+	if req.DryRun {
+		for _, spec := range specs {
+			action, gen := api.ActionCreated, int64(1)
+			if g, ok := a.groups[spec.Name]; ok {
+				action, gen = api.ActionUpdated, g.Generation+1
+				if g.Hash == specHash(spec) {
+					action, gen = api.ActionUnchanged, g.Generation
+				}
+			}
+			res = append(res, api.ApplyResult{Group: spec.Name, Action: action, Generation: gen})
+		}
+		return res, nil
+	}
+	// Persist every file before changing anything in memory, so a failed
+	// write leaves the desired state as it was.
+	for _, spec := range specs {
+		if err := writeFileAtomic(a.appliedPath(spec.Name), []byte(content[spec.Name]), 0o600); err != nil {
+			return nil, fmt.Errorf("persist group %q: %w", spec.Name, err)
+		}
+	}
+	for _, spec := range specs {
+		action, gen := a.upsertLocked(spec, SourceAPI)
+		res = append(res, api.ApplyResult{Group: spec.Name, Action: action, Generation: gen})
+		if action != api.ActionUnchanged {
+			a.events.Publish(api.Event{Time: time.Now(), Type: api.EventNormal, Group: spec.Name, Reason: "Applied",
+				Message: fmt.Sprintf("%s, generation %d", action, gen)})
+		}
+	}
+	if err := a.savePersistedLocked(); err != nil {
+		a.log.Error("save agent state", "err", err)
+	}
+	for _, r := range res {
+		if r.Action != api.ActionUnchanged {
+			a.pushLocked(r.Group)
+		}
+	}
+	return res, nil
+}
+
+// Delete removes a group applied through the API. Groups defined by a file
+// are removed by removing the file.
+func (a *Agent) Delete(name string) (<-chan struct{}, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	g, ok := a.groups[name]
+	if !ok {
+		if _, running := a.sup.Status(name); !running {
+			return nil, notFound(name)
+		}
+		return a.sup.Remove(name), nil
+	}
+	if g.Source != SourceAPI {
+		return nil, fmt.Errorf("group %q is defined by the file %s; remove that file to delete it: %w", name, g.Source, api.ErrConflict)
+	}
+	if err := os.Remove(a.appliedPath(name)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("delete group %q: %w", name, err)
+	}
+	delete(a.groups, name)
+	if err := a.savePersistedLocked(); err != nil {
+		a.log.Error("save agent state", "err", err)
+	}
+	return a.sup.Remove(name), nil
+}
+
+// SetStopped stops (true) or starts (false) a group, keeping its
+// definition. The flag survives agent restarts.
+func (a *Agent) SetStopped(name string, stopped bool) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	g, ok := a.groups[name]
+	if !ok {
+		return notFound(name)
+	}
+	if g.Stopped != stopped {
+		g.Stopped = stopped
+		if err := a.savePersistedLocked(); err != nil {
+			return fmt.Errorf("save agent state: %w", err)
+		}
+	}
+	if !stopped {
+		a.sup.Retry(name)
+	}
+	a.pushLocked(name)
+	return nil
+}
+
+// retryImageWaiters wakes groups waiting in BackOff, e.g. for an image
+// that was just imported.
+func (a *Agent) retryImageWaiters() {
+	for _, st := range a.sup.List() {
+		if st.State == api.GroupBackOff && st.Reason == "ImageUnavailable" {
+			a.sup.Retry(st.Name)
+		}
+	}
+}
+
+func sortStatuses(s []api.GroupStatus) {
+	sort.Slice(s, func(i, j int) bool { return s[i].Name < s[j].Name })
+}

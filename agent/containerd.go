@@ -1,0 +1,64 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"time"
+
+	"github.com/containerd/containerd"
+
+	"github.com/berth-project/berth/api"
+	"github.com/berth-project/berth/supervisor/containerdproc"
+)
+
+// managedConfig is where a managed (private) containerd lives: data under
+// the state dir, socket and state under the run dir.
+func (a *Agent) managedConfig() containerdproc.Config {
+	return containerdproc.Config{
+		Binary:       a.cfg.Containerd.Binary,
+		Root:         filepath.Join(a.cfg.StateDir, "containerd"),
+		State:        filepath.Join(a.cfg.RunDir, "containerd"),
+		Address:      filepath.Join(a.cfg.RunDir, "containerd", "containerd.sock"),
+		LogPath:      filepath.Join(a.cfg.StateDir, "containerd.log"),
+		StartTimeout: 20 * time.Second,
+	}
+}
+
+// connectContainerd connects to the configured containerd or, as the
+// managed mode says, to a private one it starts (or finds still running
+// from an earlier agent run: it outlives agentd like the shims do).
+func (a *Agent) connectContainerd(ctx context.Context) (*containerd.Client, error) {
+	addr := a.cfg.Containerd.Address
+	mode := a.cfg.Containerd.Managed
+	if mode != ManagedAlways {
+		if containerdproc.Answers(ctx, addr) {
+			return a.dial(addr)
+		}
+		if mode == ManagedNever {
+			return nil, fmt.Errorf("containerd does not answer at %s (containerd.managed = \"never\"): start containerd, or set containerd.managed = \"auto\": %w", addr, api.ErrUnavailable)
+		}
+	}
+	mc := a.managedConfig()
+	if containerdproc.Answers(ctx, mc.Address) {
+		a.log.Info("using the managed containerd left by an earlier run", "address", mc.Address)
+		a.cfg.Containerd.Address = mc.Address
+		return a.dial(mc.Address)
+	}
+	a.log.Info("starting a managed containerd", "address", mc.Address, "root", mc.Root, "log", mc.LogPath)
+	p, err := containerdproc.Start(ctx, mc)
+	if err != nil {
+		return nil, fmt.Errorf("start managed containerd: %w", err)
+	}
+	a.managed = p
+	a.cfg.Containerd.Address = mc.Address
+	return a.dial(mc.Address)
+}
+
+func (a *Agent) dial(addr string) (*containerd.Client, error) {
+	c, err := containerd.New(addr, containerd.WithDefaultNamespace(a.cfg.Containerd.Namespace), containerd.WithTimeout(10*time.Second))
+	if err != nil {
+		return nil, fmt.Errorf("connect to containerd at %s: %w: %w", addr, err, api.ErrUnavailable)
+	}
+	return c, nil
+}

@@ -1,0 +1,621 @@
+package supervisor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/berth-project/berth/api"
+)
+
+// More labels, read back by reattach and by the removal of orphans whose
+// spec the agent no longer has.
+const (
+	LabelStopSignal = "berth.stop-signal"
+	LabelGrace      = "berth.grace-period"
+)
+
+// DefaultGrace is the grace period of a group whose spec is unknown.
+const DefaultGrace = 30 * time.Second
+
+type desired struct {
+	group  Group
+	remove bool
+}
+
+// ctr is the runner's view of one container.
+type ctr struct {
+	name       string
+	id         string
+	spec       *api.ContainerSpec
+	labels     map[string]string
+	created    bool // the containerd container exists
+	running    bool
+	unknown    bool // its task could not be watched; reattach
+	done       bool // exited, and the restart policy says no more
+	pid        uint32
+	startedAt  time.Time
+	finishedAt time.Time
+	exitCode   *uint32
+	restarts   int
+	reason     string
+	taskGen    int // which start an exit belongs to
+}
+
+type exitMsg struct {
+	name string
+	gen  int
+	st   ExitStatus
+}
+
+// runner owns one group: its run goroutine is the only code that changes
+// the group's containers, so no two operations on a group ever overlap.
+// Other goroutines talk to it through set (desired state) and read
+// snapshot (status).
+type runner struct {
+	s    *Supervisor
+	name string
+	log  *slog.Logger
+
+	mu     sync.Mutex
+	want   desired
+	status api.GroupStatus
+	wake   chan struct{} // capacity 1: coalesced "want changed"
+	exits  chan exitMsg
+	gone   chan struct{} // closed when a removal finished
+	// retryNow asks the next reconcile to skip the BackOff delay.
+	retryNow bool
+	ended    atomic.Bool
+
+	// Owned by the run goroutine.
+	existing      []ContainerInfo
+	recoveredHash string
+	applied       *Group
+	ctrs          map[string]*ctr
+	order         []string
+	sandbox       *Sandbox
+	tracker       *restartTracker
+	retryAt       time.Time
+	removedAll    bool
+}
+
+func newRunner(s *Supervisor, name string, existing []ContainerInfo) *runner {
+	return &runner{
+		s: s, name: name, log: s.log.With("group", name),
+		status:   api.GroupStatus{Name: name, CreatedAt: time.Now()},
+		wake:     make(chan struct{}, 1),
+		exits:    make(chan exitMsg, 16),
+		gone:     make(chan struct{}),
+		existing: existing,
+		ctrs:     map[string]*ctr{},
+		tracker:  newRestartTracker(api.RestartAlways, s.cfg.Backoff),
+	}
+}
+
+func (r *runner) finished() bool { return r.ended.Load() }
+
+func (r *runner) set(d desired) {
+	r.mu.Lock()
+	r.want = d
+	if !d.remove {
+		r.status.Generation = d.group.Generation
+		r.status.Source = d.group.Source
+		r.status.Priority = d.group.Priority
+		r.status.Spec = d.group.Spec
+	}
+	r.mu.Unlock()
+	r.poke()
+}
+
+func (r *runner) poke() {
+	select {
+	case r.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (r *runner) desired() desired {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.retryNow {
+		r.retryNow = false
+		r.retryAt = time.Time{}
+	}
+	return r.want
+}
+
+func (r *runner) snapshot() api.GroupStatus {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	st := r.status
+	st.Containers = append([]api.ContainerStatus(nil), r.status.Containers...)
+	return st
+}
+
+// publish copies the containers' state into the status. Run goroutine only.
+func (r *runner) publish() {
+	cs := make([]api.ContainerStatus, 0, len(r.order))
+	restarts := 0
+	for _, n := range r.order {
+		c := r.ctrs[n]
+		st := api.ContainerStatus{Name: n, ID: c.id, Restarts: c.restarts, Reason: c.reason,
+			StartedAt: c.startedAt, FinishedAt: c.finishedAt, ExitCode: c.exitCode}
+		if c.spec != nil {
+			st.Image = c.spec.Image
+		}
+		switch {
+		case c.running:
+			st.State, st.PID = api.ContainerRunning, c.pid
+		case c.unknown:
+			st.State = api.ContainerUnknown
+		case c.exitCode != nil:
+			st.State = api.ContainerExited
+		default:
+			st.State = api.ContainerWaiting
+		}
+		restarts += c.restarts
+		cs = append(cs, st)
+	}
+	r.mu.Lock()
+	r.status.Containers = cs
+	r.status.Restarts = restarts
+	if r.sandbox != nil {
+		r.status.NetNS = r.sandbox.NetNSPath
+	}
+	r.mu.Unlock()
+}
+
+func (r *runner) event(typ, container, reason, msg string) {
+	r.s.cfg.Events(api.Event{Time: time.Now(), Type: typ, Group: r.name, Container: container, Reason: reason, Message: msg})
+	if typ == api.EventWarning {
+		r.log.Warn(msg, "reason", reason, "container", container)
+	} else {
+		r.log.Info(msg, "reason", reason, "container", container)
+	}
+}
+
+func (r *runner) state() api.GroupState {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.status.State
+}
+
+func (r *runner) run(ctx context.Context) {
+	defer r.ended.Store(true)
+	r.recover(ctx)
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	for {
+		if r.reconcile(ctx) {
+			r.removedAll = true
+			close(r.gone)
+			return
+		}
+		r.publish()
+		if ctx.Err() != nil {
+			return
+		}
+		var tick <-chan time.Time
+		if !r.retryAt.IsZero() {
+			timer.Reset(time.Until(r.retryAt))
+			tick = timer.C
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-r.wake:
+		case ex := <-r.exits:
+			r.onExit(ctx, ex)
+		case <-tick:
+		}
+		timer.Stop()
+	}
+}
+
+// recover reattaches to the containers an earlier agent left running.
+func (r *runner) recover(ctx context.Context) {
+	hashes := map[string]bool{}
+	for _, ci := range r.existing {
+		name := ci.Labels[LabelContainer]
+		c := &ctr{name: name, id: ci.ID, labels: ci.Labels, created: true}
+		r.ctrs[name] = c
+		r.order = append(r.order, name)
+		hashes[ci.Labels[LabelSpecHash]] = true
+		r.attach(ctx, c)
+	}
+	if len(hashes) == 1 {
+		for h := range hashes {
+			r.recoveredHash = h
+		}
+	}
+	r.existing = nil
+	r.publish()
+}
+
+// attach watches a container's existing task, if it has one.
+func (r *runner) attach(ctx context.Context, c *ctr) {
+	info, exitC, err := r.s.cfg.Runtime.AttachTask(ctx, c.id)
+	switch {
+	case err == nil:
+		c.running, c.unknown, c.pid, c.startedAt = true, false, info.PID, info.StartedAt
+		c.taskGen++
+		r.watch(ctx, c.name, c.taskGen, exitC)
+	case errors.Is(err, api.ErrNotFound):
+		c.running, c.unknown = false, false
+	default:
+		c.running, c.unknown = false, true
+		r.log.Warn("cannot attach to task", "container", c.name, "err", err)
+	}
+}
+
+func (r *runner) watch(ctx context.Context, name string, gen int, exitC <-chan ExitStatus) {
+	go func() {
+		select {
+		case st := <-exitC:
+			select {
+			case r.exits <- exitMsg{name: name, gen: gen, st: st}:
+			case <-ctx.Done():
+			}
+		case <-ctx.Done():
+		}
+	}()
+}
+
+// reconcile moves the group one step towards what is wanted. It returns
+// true when the group has been removed.
+func (r *runner) reconcile(ctx context.Context) bool {
+	want := r.desired()
+	if want.remove {
+		return r.removeAll(ctx)
+	}
+	if want.group.Spec == nil {
+		return false // nothing asked yet
+	}
+	if !want.group.Run {
+		if r.anyRunning() {
+			r.transition(api.GroupStopping, "StopRequested", "stopping on request")
+			r.stopAll(ctx, "StopRequested")
+		}
+		if ctx.Err() == nil {
+			r.retryAt = time.Time{}
+			r.transition(api.GroupStopped, "StopRequested", "stopped on request")
+		}
+		r.adoptSpec(want.group)
+		return false
+	}
+	g := want.group
+	switch {
+	case r.applied == nil && r.recoveredHash != "" && r.recoveredHash == g.SpecHash:
+		r.adoptSpec(g)
+		r.event(api.EventNormal, "", "Reattached", fmt.Sprintf("reattached to %d running containers", r.countRunning()))
+	case r.applied == nil || r.applied.SpecHash != g.SpecHash:
+		if len(r.ctrs) > 0 {
+			from := "unknown"
+			if r.applied != nil {
+				from = strconv.FormatInt(r.applied.Generation, 10)
+			}
+			r.transition(api.GroupStopping, "Replacing", fmt.Sprintf("spec changed (generation %s → %d)", from, g.Generation))
+			if !r.stopAll(ctx, "Replacing") || !r.deleteContainers(ctx) {
+				return false
+			}
+		}
+		r.tracker = newRestartTracker(g.Spec.Restart, r.s.cfg.Backoff)
+		r.adoptSpec(g)
+		r.retryAt = time.Time{}
+		r.transition(api.GroupPending, "Accepted", fmt.Sprintf("generation %d", g.Generation))
+	default:
+		r.adoptSpec(g)
+		if st := r.state(); st == api.GroupStopped || st == api.GroupFailed {
+			if !r.anyToStart() {
+				// Start after a stop: every container runs again.
+				for _, c := range r.ctrs {
+					c.done = false
+				}
+				r.tracker.reset()
+			}
+		}
+	}
+	for _, c := range r.ctrs {
+		if c.unknown {
+			r.attach(ctx, c)
+		}
+	}
+	if !r.retryAt.IsZero() && time.Now().Before(r.retryAt) {
+		return false
+	}
+	r.retryAt = time.Time{}
+	if r.anyToStart() {
+		r.start(ctx)
+	} else if r.countRunning() == len(r.ctrs) && len(r.ctrs) > 0 {
+		r.transition(api.GroupRunning, r.status.Reason, r.status.Message)
+	}
+	return false
+}
+
+// adoptSpec makes g the applied group and lines up the container table
+// with its spec (new containers are added as not created).
+func (r *runner) adoptSpec(g Group) {
+	r.applied = &g
+	r.tracker.policy = g.Spec.Restart
+	order := make([]string, 0, len(g.Spec.Containers))
+	for i := range g.Spec.Containers {
+		cs := &g.Spec.Containers[i]
+		c, ok := r.ctrs[cs.Name]
+		if !ok {
+			c = &ctr{name: cs.Name, id: ContainerID(r.name, cs.Name)}
+			r.ctrs[cs.Name] = c
+		}
+		c.spec = cs
+		order = append(order, cs.Name)
+	}
+	r.order = order
+}
+
+func (r *runner) anyRunning() bool { return r.countRunning() > 0 }
+
+func (r *runner) countRunning() int {
+	n := 0
+	for _, c := range r.ctrs {
+		if c.running {
+			n++
+		}
+	}
+	return n
+}
+
+func (r *runner) anyToStart() bool {
+	for _, n := range r.order {
+		if c := r.ctrs[n]; !c.running && !c.done && !c.unknown {
+			return true
+		}
+	}
+	return false
+}
+
+// start creates what is missing and starts every container that should
+// run. If nothing of the group was running before, a failure rolls the
+// whole attempt back: containers, sandbox.
+func (r *runner) start(ctx context.Context) {
+	fresh := r.countRunning() == 0
+	reason := "Starting"
+	if !fresh {
+		reason = "Restarting"
+	}
+	r.transition(api.GroupStarting, reason, "")
+	err := r.startContainers(ctx)
+	if ctx.Err() != nil {
+		return
+	}
+	if err != nil {
+		if fresh {
+			r.rollback(ctx)
+		}
+		d := r.tracker.onStartFailure(!errors.Is(err, api.ErrInvalid))
+		if d.Restart {
+			r.retryAt = time.Now().Add(d.Delay)
+			r.transition(api.GroupBackOff, failureReason(err), fmt.Sprintf("%v; retrying in %s", err, d.Delay.Round(time.Millisecond)))
+		} else {
+			r.transition(api.GroupFailed, failureReason(err), err.Error())
+		}
+		return
+	}
+	r.mu.Lock()
+	if r.status.StartedAt.IsZero() || fresh {
+		r.status.StartedAt = time.Now()
+	}
+	r.mu.Unlock()
+	r.transition(api.GroupRunning, "Started", fmt.Sprintf("%d/%d containers running", r.countRunning(), len(r.order)))
+}
+
+func failureReason(err error) string {
+	var ie *imageError
+	switch {
+	case errors.As(err, &ie):
+		return "ImageUnavailable"
+	case errors.Is(err, api.ErrInvalid):
+		return "InvalidSpec"
+	}
+	return "StartFailed"
+}
+
+type imageError struct{ err error }
+
+func (e *imageError) Error() string { return e.err.Error() }
+func (e *imageError) Unwrap() error { return e.err }
+
+func (r *runner) startContainers(ctx context.Context) error {
+	g := r.applied
+	sb, err := r.s.cfg.Sandboxes.Ensure(ctx, g.Spec)
+	if err != nil {
+		return err
+	}
+	r.sandbox = sb
+	var todo []*ctr
+	for _, n := range r.order {
+		if c := r.ctrs[n]; !c.running && !c.done && !c.unknown {
+			todo = append(todo, c)
+		}
+	}
+	images := map[string]*ImageConfig{}
+	for _, c := range todo {
+		if c.created || images[c.spec.Image] != nil {
+			continue
+		}
+		ic, err := r.s.cfg.Runtime.EnsureImage(ctx, c.spec.Image)
+		if err != nil {
+			return &imageError{fmt.Errorf("container %q: %w", c.name, err)}
+		}
+		images[c.spec.Image] = ic
+	}
+	for _, c := range todo {
+		if c.created {
+			continue
+		}
+		cfg, err := r.containerConfig(c, images[c.spec.Image])
+		if err != nil {
+			return err
+		}
+		if err := r.s.cfg.Runtime.CreateContainer(ctx, cfg); err != nil {
+			if !errors.Is(err, api.ErrAlreadyExists) {
+				return err
+			}
+			// Left over from an attempt that died: replace it.
+			if err := r.s.cfg.Runtime.DeleteContainer(ctx, c.id); err != nil {
+				return err
+			}
+			if err := r.s.cfg.Runtime.CreateContainer(ctx, cfg); err != nil {
+				return err
+			}
+		}
+		c.created, c.labels = true, cfg.Labels
+	}
+	// A shared PID namespace belongs to the first container: start it first.
+	first := 0
+	if g.Spec.SharePID && len(todo) > 0 {
+		first = 1
+		if err := r.startTask(ctx, todo[0]); err != nil {
+			return err
+		}
+	}
+	eg, ectx := errgroup.WithContext(ctx)
+	var mu sync.Mutex
+	for _, c := range todo[first:] {
+		eg.Go(func() error {
+			info, exitC, err := r.s.cfg.Runtime.StartTask(ectx, c.id)
+			if err != nil {
+				return err
+			}
+			mu.Lock()
+			r.started(ctx, c, info, exitC)
+			mu.Unlock()
+			return nil
+		})
+	}
+	return eg.Wait()
+}
+
+func (r *runner) startTask(ctx context.Context, c *ctr) error {
+	info, exitC, err := r.s.cfg.Runtime.StartTask(ctx, c.id)
+	if err != nil {
+		return err
+	}
+	r.started(ctx, c, info, exitC)
+	return nil
+}
+
+func (r *runner) started(ctx context.Context, c *ctr, info TaskInfo, exitC <-chan ExitStatus) {
+	c.running, c.pid, c.startedAt, c.reason = true, info.PID, info.StartedAt, ""
+	c.exitCode, c.finishedAt = nil, time.Time{}
+	c.taskGen++
+	r.watch(ctx, c.name, c.taskGen, exitC)
+	r.event(api.EventNormal, c.name, "Started", fmt.Sprintf("started container %s (pid %d)", c.name, c.pid))
+}
+
+func (r *runner) containerConfig(c *ctr, ic *ImageConfig) (*ContainerConfig, error) {
+	g := r.applied
+	sig := string(c.spec.StopSignal)
+	if sig == "" && ic != nil && ic.StopSignal != "" {
+		sig = ic.StopSignal
+	}
+	if sig == "" {
+		sig = "SIGTERM"
+	}
+	labels := map[string]string{
+		LabelGroup:      r.name,
+		LabelContainer:  c.name,
+		LabelGeneration: strconv.FormatInt(g.Generation, 10),
+		LabelSpecHash:   g.SpecHash,
+		LabelStopSignal: sig,
+		LabelGrace:      g.Spec.GracePeriod.D().String(),
+	}
+	for k, v := range g.Spec.Labels {
+		labels[LabelUserPrefix+k] = v
+	}
+	mounts, err := r.sandbox.Mounts(c.spec)
+	if err != nil {
+		return nil, err
+	}
+	ns := r.sandbox.Namespaces()
+	if g.Spec.SharePID {
+		if first := r.ctrs[r.order[0]]; first != c && first.running {
+			ns = append(ns, specs.LinuxNamespace{Type: specs.PIDNamespace, Path: fmt.Sprintf("/proc/%d/ns/pid", first.pid)})
+		}
+	}
+	env := append([]string{"BERTH_GROUP=" + r.name}, g.Env...)
+	return &ContainerConfig{ID: c.id, Group: r.name, Spec: c.spec, Labels: labels, Hostname: r.name,
+		Namespaces: ns, Mounts: mounts, Env: env, ShimGroup: r.name}, nil
+}
+
+// onExit handles a task exit seen by the main loop.
+func (r *runner) onExit(ctx context.Context, ex exitMsg) {
+	c := r.recordExit(ctx, ex)
+	if c == nil || c.unknown {
+		return
+	}
+	d := r.tracker.onExit(*c.exitCode, c.startedAt, time.Now(), true)
+	if d.Restart {
+		c.restarts++
+		at := time.Now().Add(d.Delay)
+		if r.retryAt.IsZero() || at.After(r.retryAt) {
+			r.retryAt = at
+		}
+		r.transition(api.GroupBackOff, "ContainerExited",
+			fmt.Sprintf("container %s exited with code %d; restarting in %s", c.name, *c.exitCode, d.Delay.Round(time.Millisecond)))
+		return
+	}
+	c.done = true
+	c.reason = d.Reason
+	if r.anyRunning() {
+		r.transition(api.GroupRunning, "ContainerExited", fmt.Sprintf("container %s exited with code %d, not restarted (%s)", c.name, *c.exitCode, d.Reason))
+		return
+	}
+	failed := false
+	for _, o := range r.ctrs {
+		if o.exitCode != nil && *o.exitCode != 0 {
+			failed = true
+		}
+	}
+	if failed {
+		r.transition(api.GroupFailed, "ContainerFailed", "every container has exited, at least one with a non-zero code")
+	} else {
+		r.transition(api.GroupStopped, "Completed", "every container exited with code 0")
+	}
+}
+
+// recordExit updates a container after its task ended and deletes the
+// task. It returns nil for a stale message.
+func (r *runner) recordExit(ctx context.Context, ex exitMsg) *ctr {
+	c := r.ctrs[ex.name]
+	if c == nil || ex.gen != c.taskGen || !c.running {
+		return nil
+	}
+	c.running = false
+	if ex.st.Err != nil {
+		if ctx.Err() != nil {
+			return nil // supervision ended; the task is not ours to judge
+		}
+		c.unknown = true
+		r.retryAt = time.Now().Add(time.Second)
+		r.event(api.EventWarning, c.name, "SupervisionLost", fmt.Sprintf("lost track of container %s: %v; reattaching", c.name, ex.st.Err))
+		return c
+	}
+	code := ex.st.Code
+	c.exitCode, c.finishedAt = &code, ex.st.ExitedAt
+	if err := r.s.cfg.Runtime.DeleteTask(ctx, c.id); err != nil && !errors.Is(err, api.ErrNotFound) {
+		r.log.Warn("delete task", "container", c.name, "err", err)
+	}
+	typ := api.EventNormal
+	if code != 0 {
+		typ = api.EventWarning
+	}
+	r.event(typ, c.name, "Exited", fmt.Sprintf("container %s exited with code %d", c.name, code))
+	return c
+}

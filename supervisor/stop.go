@@ -1,0 +1,203 @@
+package supervisor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"syscall"
+	"time"
+
+	"github.com/berth-project/berth/api"
+)
+
+// grace returns the group's grace period: from the applied spec, else from
+// the labels of a recovered container, else DefaultGrace.
+func (r *runner) grace() time.Duration {
+	if r.applied != nil {
+		return r.applied.Spec.GracePeriod.D()
+	}
+	for _, c := range r.ctrs {
+		if d, err := time.ParseDuration(c.labels[LabelGrace]); err == nil {
+			return d
+		}
+	}
+	return DefaultGrace
+}
+
+func (r *runner) stopSignal(c *ctr) syscall.Signal {
+	for _, s := range []string{string(specSignal(c)), c.labels[LabelStopSignal]} {
+		if s == "" {
+			continue
+		}
+		if sig, err := api.ParseSignal(s); err == nil {
+			return sig
+		}
+	}
+	return syscall.SIGTERM
+}
+
+func specSignal(c *ctr) api.Signal {
+	if c.spec == nil {
+		return ""
+	}
+	return c.spec.StopSignal
+}
+
+// stopAll runs the stop sequence on every running container of the group
+// within one grace period: stop signal, wait, SIGKILL at the deadline,
+// delete the tasks. It returns false if supervision ended before it was
+// done (the containers are then left as they are).
+func (r *runner) stopAll(ctx context.Context, reason string) bool {
+	grace := r.grace()
+	deadline := time.Now().Add(grace)
+	var pending []*ctr
+	for _, n := range r.order {
+		c := r.ctrs[n]
+		if !c.running {
+			continue
+		}
+		c.done = true // whatever the policy, a stopped container stays stopped
+		sig := r.stopSignal(c)
+		if err := r.s.cfg.Runtime.Kill(ctx, c.id, sig, false); err != nil {
+			if errors.Is(err, api.ErrNotFound) {
+				c.running = false
+				continue
+			}
+			r.log.Warn("stop signal", "container", c.name, "err", err)
+		}
+		r.event(api.EventNormal, c.name, "Killing", fmt.Sprintf("stopping container %s with %s, grace period %s (%s)", c.name, unixSignalName(sig), grace, reason))
+		pending = append(pending, c)
+	}
+	if !r.waitExits(ctx, pending, deadline) {
+		if ctx.Err() != nil {
+			return false
+		}
+		for _, c := range pending {
+			if !c.running {
+				continue
+			}
+			if err := r.s.cfg.Runtime.Kill(ctx, c.id, syscall.SIGKILL, true); err != nil && !errors.Is(err, api.ErrNotFound) {
+				r.log.Warn("SIGKILL", "container", c.name, "err", err)
+			}
+			r.event(api.EventWarning, c.name, "KilledAtGrace", fmt.Sprintf("container %s did not exit within %s; sent SIGKILL", c.name, grace))
+		}
+		if !r.waitExits(ctx, pending, time.Now().Add(r.s.cfg.KillWait)) && ctx.Err() != nil {
+			return false
+		}
+	}
+	return ctx.Err() == nil
+}
+
+// waitExits consumes exits until every container in cs has stopped or the
+// deadline passes. Exits of other containers are recorded as well.
+func (r *runner) waitExits(ctx context.Context, cs []*ctr, deadline time.Time) bool {
+	timer := time.NewTimer(time.Until(deadline))
+	defer timer.Stop()
+	for {
+		left := 0
+		for _, c := range cs {
+			if c.running {
+				left++
+			}
+		}
+		if left == 0 {
+			return true
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case ex := <-r.exits:
+			r.recordExit(ctx, ex)
+			r.publish()
+		case <-timer.C:
+			return false
+		}
+	}
+}
+
+// deleteContainers deletes every container of the group with its snapshot.
+func (r *runner) deleteContainers(ctx context.Context) bool {
+	ok := true
+	for name, c := range r.ctrs {
+		if err := r.s.cfg.Runtime.DeleteContainer(ctx, c.id); err != nil && !errors.Is(err, api.ErrNotFound) {
+			r.event(api.EventWarning, name, "DeleteFailed", fmt.Sprintf("delete container %s: %v", name, err))
+			ok = false
+			continue
+		}
+		delete(r.ctrs, name)
+	}
+	if ok {
+		r.order = nil
+	}
+	return ok
+}
+
+// rollback undoes a failed first start: whatever started is killed at
+// once, and containers and sandbox are deleted.
+func (r *runner) rollback(ctx context.Context) {
+	var pending []*ctr
+	for _, c := range r.ctrs {
+		if c.running {
+			_ = r.s.cfg.Runtime.Kill(ctx, c.id, syscall.SIGKILL, true)
+			pending = append(pending, c)
+		}
+	}
+	r.waitExits(ctx, pending, time.Now().Add(r.s.cfg.KillWait))
+	for _, c := range r.ctrs {
+		if c.created {
+			if err := r.s.cfg.Runtime.DeleteContainer(ctx, c.id); err == nil || errors.Is(err, api.ErrNotFound) {
+				c.created = false
+			}
+		}
+		c.running, c.pid = false, 0
+	}
+	if err := r.s.cfg.Sandboxes.Destroy(ctx, r.name); err != nil {
+		r.log.Warn("rollback sandbox", "err", err)
+	}
+	r.sandbox = nil
+}
+
+// removeAll stops the group and deletes everything it had. It returns
+// true once nothing is left.
+func (r *runner) removeAll(ctx context.Context) bool {
+	if r.state() != api.GroupDeleting {
+		r.transition(api.GroupDeleting, "DeleteRequested", "deleting")
+	}
+	if !r.stopAll(ctx, "DeleteRequested") {
+		return false
+	}
+	if !r.deleteContainers(ctx) {
+		r.retryAt = time.Now().Add(time.Second)
+		return false
+	}
+	if err := r.s.cfg.Sandboxes.Destroy(ctx, r.name); err != nil {
+		r.event(api.EventWarning, "", "DeleteFailed", err.Error())
+		r.retryAt = time.Now().Add(time.Second)
+		return false
+	}
+	if err := r.s.removeLogs(r.name); err != nil {
+		r.log.Warn("remove logs", "err", err)
+	}
+	r.event(api.EventNormal, "", "Deleted", "group deleted")
+	return true
+}
+
+func unixSignalName(sig syscall.Signal) string {
+	switch sig {
+	case syscall.SIGTERM:
+		return "SIGTERM"
+	case syscall.SIGKILL:
+		return "SIGKILL"
+	case syscall.SIGINT:
+		return "SIGINT"
+	case syscall.SIGQUIT:
+		return "SIGQUIT"
+	case syscall.SIGHUP:
+		return "SIGHUP"
+	case syscall.SIGUSR1:
+		return "SIGUSR1"
+	case syscall.SIGUSR2:
+		return "SIGUSR2"
+	}
+	return fmt.Sprintf("signal %d", int(sig))
+}
