@@ -295,7 +295,11 @@ func (r *runner) reconcile(ctx context.Context) bool {
 	switch {
 	case r.applied == nil && r.recoveredHash != "" && r.recoveredHash == g.SpecHash:
 		r.adoptSpec(g)
-		r.event(api.EventNormal, "", "Reattached", fmt.Sprintf("reattached to %d running containers", r.countRunning()))
+		if r.countRunning() == len(r.ctrs) {
+			r.transition(api.GroupRunning, "Reattached", fmt.Sprintf("reattached to %d running containers", r.countRunning()))
+		} else {
+			r.event(api.EventNormal, "", "Reattached", fmt.Sprintf("reattached to %d of %d containers", r.countRunning(), len(r.ctrs)))
+		}
 	case r.applied == nil || r.applied.SpecHash != g.SpecHash:
 		if len(r.ctrs) > 0 {
 			from := "unknown"
@@ -485,11 +489,13 @@ func (r *runner) startContainers(ctx context.Context) error {
 			return err
 		}
 	}
-	eg, ectx := errgroup.WithContext(ctx)
+	// Start the rest at once. The tasks' exit channels live as long as
+	// supervision (ctx), not as long as this errgroup.
+	var eg errgroup.Group
 	var mu sync.Mutex
 	for _, c := range todo[first:] {
 		eg.Go(func() error {
-			info, exitC, err := r.s.cfg.Runtime.StartTask(ectx, c.id)
+			info, exitC, err := r.s.cfg.Runtime.StartTask(ctx, c.id)
 			if err != nil {
 				return err
 			}

@@ -24,7 +24,7 @@ import (
 //	  │  Evicted   │        └──► Deleting → (gone)
 //	  └────────────┘
 var transitions = map[api.GroupState][]api.GroupState{
-	"":                {api.GroupPending, api.GroupStopping, api.GroupStopped, api.GroupDeleting},
+	"":                {api.GroupPending, api.GroupRunning, api.GroupStopping, api.GroupStopped, api.GroupDeleting},
 	api.GroupPending:  {api.GroupStarting, api.GroupBackOff, api.GroupStopping, api.GroupStopped, api.GroupDeleting, api.GroupFailed},
 	api.GroupStarting: {api.GroupRunning, api.GroupBackOff, api.GroupStopping, api.GroupFailed, api.GroupStopped, api.GroupDeleting},
 	api.GroupRunning:  {api.GroupBackOff, api.GroupStopping, api.GroupStopped, api.GroupFailed, api.GroupStarting, api.GroupDeleting},
