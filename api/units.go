@@ -161,6 +161,12 @@ func (c *MilliCPU) UnmarshalJSON(data []byte) error {
 	return c.UnmarshalTOML(v)
 }
 
+// MarshalTOML writes the CPU as a string UnmarshalTOML reads back: "500m"
+// or "2". (As a bare integer it would read back as cores.)
+func (c MilliCPU) MarshalTOML() ([]byte, error) {
+	return []byte(strconv.Quote(c.String())), nil
+}
+
 func (c MilliCPU) String() string {
 	if c%1000 == 0 {
 		return strconv.FormatInt(int64(c)/1000, 10)
@@ -194,8 +200,14 @@ func ParseSignal(s string) (syscall.Signal, error) {
 	return 0, fmt.Errorf("invalid signal %q: use a name like \"SIGTERM\", \"SIGINT\", \"SIGQUIT\" or a number", s)
 }
 
-// UnmarshalText validates the signal.
+// UnmarshalText validates the signal. An empty string is the zero value
+// ("use the default"), so an effective config written back out as TOML,
+// stop_signal = "" included, decodes again.
 func (s *Signal) UnmarshalText(b []byte) error {
+	if len(b) == 0 {
+		*s = ""
+		return nil
+	}
 	if _, err := ParseSignal(string(b)); err != nil {
 		return err
 	}
@@ -225,6 +237,18 @@ func (p *Priority) UnmarshalTOML(v any) error {
 		return nil
 	}
 	return fmt.Errorf("invalid priority: want an integer or a class name, got %T", v)
+}
+
+// MarshalTOML writes the priority as it was given: an integer, or the
+// class name as a string.
+func (p Priority) MarshalTOML() ([]byte, error) {
+	if p.Class != "" {
+		if !IsDNSLabel(p.Class) {
+			return nil, fmt.Errorf("invalid priority class %q", p.Class)
+		}
+		return []byte(`"` + p.Class + `"`), nil
+	}
+	return []byte(strconv.FormatInt(p.Value, 10)), nil
 }
 
 func (p Priority) MarshalJSON() ([]byte, error) {
