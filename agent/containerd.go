@@ -3,7 +3,9 @@ package agent
 import (
 	"context"
 	"fmt"
+	"os"
 	"path/filepath"
+	"strconv"
 	"time"
 
 	"github.com/containerd/containerd"
@@ -23,6 +25,11 @@ func (a *Agent) managedConfig() containerdproc.Config {
 		LogPath:      filepath.Join(a.cfg.StateDir, "containerd.log"),
 		StartTimeout: 20 * time.Second,
 	}
+}
+
+// ManagedPIDFile is where the PID of a managed containerd is written.
+func ManagedPIDFile(runDir string) string {
+	return filepath.Join(runDir, "containerd", "containerd.pid")
 }
 
 // connectContainerd connects to the configured containerd or, as the
@@ -52,6 +59,9 @@ func (a *Agent) connectContainerd(ctx context.Context) (*containerd.Client, erro
 	}
 	a.managed = p
 	a.cfg.Containerd.Address = mc.Address
+	if err := os.WriteFile(ManagedPIDFile(a.cfg.RunDir), []byte(strconv.Itoa(p.PID())+"\n"), 0o644); err != nil {
+		a.log.Warn("write managed containerd pid file", "err", err)
+	}
 	return a.dial(mc.Address)
 }
 

@@ -167,6 +167,10 @@ func (c MilliCPU) MarshalTOML() ([]byte, error) {
 	return []byte(strconv.Quote(c.String())), nil
 }
 
+// MarshalJSON writes the string form ("500m", "2"), which UnmarshalJSON
+// reads back: a bare number would mean cores.
+func (c MilliCPU) MarshalJSON() ([]byte, error) { return json.Marshal(c.String()) }
+
 func (c MilliCPU) String() string {
 	if c%1000 == 0 {
 		return strconv.FormatInt(int64(c)/1000, 10)
