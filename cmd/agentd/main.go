@@ -1,4 +1,3 @@
-// Command agentd is the Berth node agent. See package agent.
 package main
 
 import (
