@@ -72,11 +72,7 @@ func (r *containerdRuntime) EnsureImage(ctx context.Context, ref string) (*Image
 	if err != nil {
 		return nil, err
 	}
-	ic, err := img.Spec(r.ns(ctx))
-	if err != nil {
-		return nil, fmt.Errorf("read config of image %s: %w", ref, err)
-	}
-	return &ImageConfig{Ref: img.Name(), StopSignal: ic.Config.StopSignal}, nil
+	return r.cfg.Images.Config(ctx, img)
 }
 
 func (r *containerdRuntime) CreateContainer(ctx context.Context, c *ContainerConfig) error {

@@ -35,6 +35,10 @@ type Images struct {
 
 	mu       sync.Mutex
 	inflight map[string]*pull
+	// unpacked and configs cache what never changes for a digest, so a
+	// start costs one GetImage round trip, not five.
+	unpacked map[string]bool
+	configs  map[string]*ImageConfig
 }
 
 type pull struct {
@@ -45,7 +49,8 @@ type pull struct {
 
 // NewImages returns the image store of a namespace.
 func NewImages(client *containerd.Client, namespace, snapshotter, authFile string) *Images {
-	return &Images{client: client, namespace: namespace, snapshotter: snapshotter, authFile: authFile, inflight: map[string]*pull{}}
+	return &Images{client: client, namespace: namespace, snapshotter: snapshotter, authFile: authFile, inflight: map[string]*pull{},
+		unpacked: map[string]bool{}, configs: map[string]*ImageConfig{}}
 }
 
 func (m *Images) ctx(ctx context.Context) context.Context {
@@ -69,17 +74,46 @@ func (m *Images) Ensure(ctx context.Context, ref string) (containerd.Image, erro
 }
 
 func (m *Images) unpack(ctx context.Context, img containerd.Image) error {
+	key := img.Target().Digest.String()
+	m.mu.Lock()
+	done := m.unpacked[key]
+	m.mu.Unlock()
+	if done {
+		return nil
+	}
 	ok, err := img.IsUnpacked(ctx, m.snapshotter)
 	if err != nil {
 		return fmt.Errorf("image %s: %w", img.Name(), err)
 	}
-	if ok {
-		return nil
+	if !ok {
+		if err := img.Unpack(ctx, m.snapshotter); err != nil {
+			return fmt.Errorf("unpack image %s: %w", img.Name(), err)
+		}
 	}
-	if err := img.Unpack(ctx, m.snapshotter); err != nil {
-		return fmt.Errorf("unpack image %s: %w", img.Name(), err)
-	}
+	m.mu.Lock()
+	m.unpacked[key] = true
+	m.mu.Unlock()
 	return nil
+}
+
+// Config returns what the supervisor needs of an image's config.
+func (m *Images) Config(ctx context.Context, img containerd.Image) (*ImageConfig, error) {
+	key := img.Target().Digest.String()
+	m.mu.Lock()
+	c, ok := m.configs[key]
+	m.mu.Unlock()
+	if ok {
+		return c, nil
+	}
+	ic, err := img.Spec(m.ctx(ctx))
+	if err != nil {
+		return nil, fmt.Errorf("read config of image %s: %w", img.Name(), err)
+	}
+	c = &ImageConfig{Ref: img.Name(), StopSignal: ic.Config.StopSignal}
+	m.mu.Lock()
+	m.configs[key] = c
+	m.mu.Unlock()
+	return c, nil
 }
 
 // Pull fetches ref from its registry with the credentials of the auth
