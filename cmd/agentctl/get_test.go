@@ -1,0 +1,167 @@
+package main
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+
+	"github.com/berth-project/berth/api"
+)
+
+func TestGetTable(t *testing.T) {
+	f := newFakeAgent(t)
+	r := f.run("", "get")
+	wantCode(t, r, exitOK)
+	want := `NAME  STATE    READY  RESTARTS  AGE
+db    Running  1/1    0         2d
+web   BackOff  1/2    4         5m
+`
+	if r.stdout != want {
+		t.Errorf("stdout =\n%s\nwant\n%s", r.stdout, want)
+	}
+}
+
+func TestGetWide(t *testing.T) {
+	f := newFakeAgent(t)
+	r := f.run("", "get", "-o", "wide", "web")
+	wantCode(t, r, exitOK)
+	want := `NAME  STATE    READY  RESTARTS  AGE  GENERATION  SOURCE                      REASON
+web   BackOff  1/2    4         5m   3           /etc/berth/groups/web.toml  CrashLoop
+`
+	if r.stdout != want {
+		t.Errorf("stdout =\n%s\nwant\n%s", r.stdout, want)
+	}
+	if got := f.requestLog(); len(got) != 1 || got[0] != "GET /v1/groups/web" {
+		t.Errorf("requests = %q", got)
+	}
+}
+
+func TestGetJSON(t *testing.T) {
+	f := newFakeAgent(t)
+	t.Run("no names: a list", func(t *testing.T) {
+		r := f.run("", "get", "-o", "json")
+		wantCode(t, r, exitOK)
+		var groups []api.GroupStatus
+		if err := json.Unmarshal([]byte(r.stdout), &groups); err != nil {
+			t.Fatalf("not a JSON list: %v\n%s", err, r.stdout)
+		}
+		if len(groups) != 2 || groups[0].Name != "db" || groups[1].Name != "web" {
+			t.Errorf("groups = %+v", groups)
+		}
+	})
+	t.Run("one name: the full object", func(t *testing.T) {
+		r := f.run("", "get", "web", "-o", "json")
+		wantCode(t, r, exitOK)
+		var g api.GroupStatus
+		if err := json.Unmarshal([]byte(r.stdout), &g); err != nil {
+			t.Fatalf("not a JSON object: %v\n%s", err, r.stdout)
+		}
+		if g.Name != "web" || g.Spec == nil || len(g.Events) != 2 {
+			t.Errorf("group lacks spec or events: %+v", g)
+		}
+	})
+	t.Run("several names: a list", func(t *testing.T) {
+		r := f.run("", "-o", "json", "get", "web", "db")
+		wantCode(t, r, exitOK)
+		var groups []api.GroupStatus
+		if err := json.Unmarshal([]byte(r.stdout), &groups); err != nil || len(groups) != 2 {
+			t.Fatalf("not a JSON list of 2 (%v):\n%s", err, r.stdout)
+		}
+	})
+}
+
+func TestGetPrintsFoundGroupsAndExits4ForMissing(t *testing.T) {
+	f := newFakeAgent(t)
+	r := f.run("", "get", "web", "nope", "db")
+	wantCode(t, r, exitNotFound)
+	if !strings.Contains(r.stdout, "\nweb ") || !strings.Contains(r.stdout, "\ndb ") {
+		t.Errorf("stdout lacks the groups found:\n%s", r.stdout)
+	}
+	if r.stderr != "error: group \"nope\" not found\n" {
+		t.Errorf("stderr = %q", r.stderr)
+	}
+}
+
+func TestGetEmpty(t *testing.T) {
+	f := newFakeAgent(t)
+	f.groups = nil
+	r := f.run("", "get")
+	wantCode(t, r, exitOK)
+	if r.stdout != "" || r.stderr != "no groups\n" {
+		t.Errorf("stdout = %q, stderr = %q", r.stdout, r.stderr)
+	}
+	r = f.run("", "get", "-o", "json")
+	if strings.TrimSpace(r.stdout) != "[]" {
+		t.Errorf("json of no groups = %q, want []", r.stdout)
+	}
+}
+
+func TestDescribe(t *testing.T) {
+	f := newFakeAgent(t)
+	r := f.run("", "describe", "web")
+	wantCode(t, r, exitOK)
+	// Sections in order; within each, the lines that matter.
+	want := []string{
+		"Name:            web",
+		`State:           BackOff (CrashLoop)`,
+		`Message:         container "sidecar" exited with code 1`,
+		"Priority:        100 (class high)",
+		"Generation:      3",
+		"Source:          /etc/berth/groups/web.toml",
+		"Created:         2024-05-01T11:55:00Z (5m ago)",
+		"Netns:           /run/berth/netns/web",
+		"Restart policy:  always",
+		"Grace period:    30s",
+		"Containers:",
+		"  app:",
+		"    Image:      nginx:1.25",
+		"    State:      Running",
+		"    PID:        4242",
+		"    Resources:  memory=256MiB pids=100",
+		"    Mounts:     data -> /data (ro)",
+		"                tmp -> /tmp (rw)",
+		"  sidecar:",
+		"    State:      Exited",
+		"    Reason:     Error",
+		"    Exit code:  1",
+		"    Restarts:   4",
+		"    Finished:   2024-05-01T11:59:30Z (30s ago)",
+		"    Command:    sh -c exit 1",
+		"    Resources:  unlimited",
+		"    Mounts:     <none>",
+		"Volumes:",
+		"  data  empty",
+		"  tmp   tmpfs 64MiB",
+		"Events:",
+		"  AGE  TYPE     REASON   CONTAINER  MESSAGE",
+		"  4m   Normal   Started  app        started container",
+		"  30s  Warning  BackOff  sidecar    exited with code 1; restarting in 10s",
+	}
+	out := r.stdout
+	for _, line := range want {
+		i := strings.Index(out, line+"\n")
+		if i < 0 {
+			t.Fatalf("describe output lacks %q (or has it out of order):\n%s", line, r.stdout)
+		}
+		out = out[i+len(line):]
+	}
+	if strings.Contains(r.stdout, "Spec error") {
+		t.Error("spec error shown for a group without one")
+	}
+}
+
+func TestDescribeShowsSpecErrorAndNoEvents(t *testing.T) {
+	f := newFakeAgent(t)
+	f.groups[1].SpecError = "db.toml:3:1: name: must not change"
+	r := f.run("", "describe", "db")
+	wantCode(t, r, exitOK)
+	for _, want := range []string{
+		"Spec error:  db.toml:3:1: name: must not change (still running the last valid spec)\n",
+		"  pg:\n    Image:     postgres:16\n",
+		"Events:\n  <none>\n",
+	} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("describe output lacks %q:\n%s", want, r.stdout)
+		}
+	}
+}
