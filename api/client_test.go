@@ -120,14 +120,14 @@ func TestClientSendsRequestsAsTheContractSays(t *testing.T) {
 			call:     func(ctx context.Context, c *Client) (any, error) { return c.List(ctx) },
 			response: `[{"name":"web","state":"Running","priority":5,"generation":2,"source":"api","restarts":0,"created_at":"2024-05-01T10:00:00Z","containers":[]}]`,
 			method:   "GET", path: "/v1/groups",
-			want: `[{"name":"web","state":"Running","priority":5,"generation":2,"source":"api","restarts":0,"created_at":"2024-05-01T10:00:00Z","containers":[]}]`,
+			want: `[{"name":"web","state":"Running","priority":5,"generation":2,"source":"api","restarts":0,"ready":false,"created_at":"2024-05-01T10:00:00Z","containers":[]}]`,
 		},
 		{
 			name:     "Get",
 			call:     func(ctx context.Context, c *Client) (any, error) { return c.Get(ctx, "web") },
 			response: `{"name":"web","state":"Stopped","priority":0,"generation":1,"source":"api","restarts":0,"created_at":"2024-05-01T10:00:00Z","containers":[],"events":[{"seq":1,"time":"2024-05-01T10:00:00Z","type":"Normal","reason":"Stopped","message":"m"}]}`,
 			method:   "GET", path: "/v1/groups/web",
-			want: `{"name":"web","state":"Stopped","priority":0,"generation":1,"source":"api","restarts":0,"created_at":"2024-05-01T10:00:00Z","containers":[],"events":[{"seq":1,"time":"2024-05-01T10:00:00Z","type":"Normal","reason":"Stopped","message":"m"}]}`,
+			want: `{"name":"web","state":"Stopped","priority":0,"generation":1,"source":"api","restarts":0,"ready":false,"created_at":"2024-05-01T10:00:00Z","containers":[],"events":[{"seq":1,"time":"2024-05-01T10:00:00Z","type":"Normal","reason":"Stopped","message":"m"}]}`,
 		},
 		{
 			name:   "Delete waits",
@@ -160,7 +160,7 @@ func TestClientSendsRequestsAsTheContractSays(t *testing.T) {
 			call:     func(ctx context.Context, c *Client) (any, error) { return c.Get(ctx, "a/b c") },
 			response: `{"name":"a/b c"}`,
 			method:   "GET", path: "/v1/groups/a%2Fb%20c",
-			want: `{"name":"a/b c","state":"","priority":0,"generation":0,"source":"","restarts":0,"created_at":"0001-01-01T00:00:00Z","containers":null}`,
+			want: `{"name":"a/b c","state":"","priority":0,"generation":0,"source":"","restarts":0,"ready":false,"created_at":"0001-01-01T00:00:00Z","containers":null}`,
 		},
 		{
 			name:     "Images",

@@ -1,5 +1,7 @@
 package api
 
+import "time"
+
 // SchemaVersion is the only group file schema this build understands.
 const SchemaVersion = 1
 
@@ -27,6 +29,10 @@ type GroupSpec struct {
 	SharePID bool `toml:"share_pid" json:"share_pid,omitempty"`
 	// ShareIPC puts every container of the group into one IPC namespace.
 	ShareIPC bool `toml:"share_ipc" json:"share_ipc,omitempty"`
+	// After names local groups that must be Ready before this one starts.
+	After []string `toml:"after" json:"after,omitempty"`
+	// RestartBackoff tunes the delay between restarts.
+	RestartBackoff BackoffSpec `toml:"restart_backoff" json:"restart_backoff"`
 
 	Volumes    []VolumeSpec    `toml:"volume" json:"volumes,omitempty"`
 	Containers []ContainerSpec `toml:"container" json:"containers"`
@@ -68,6 +74,9 @@ type VolumeSpec struct {
 type ContainerSpec struct {
 	Name  string `toml:"name" json:"name"`
 	Image string `toml:"image" json:"image"`
+	// Role orders start and stop: init containers run one at a time to
+	// exit 0, then sidecars start and must be ready, then main containers.
+	Role Role `toml:"role" json:"role,omitempty"`
 	// Command replaces the image's entrypoint; Args replaces its cmd.
 	Command    []string          `toml:"command" json:"command,omitempty"`
 	Args       []string          `toml:"args" json:"args,omitempty"`
@@ -79,6 +88,100 @@ type ContainerSpec struct {
 	StopSignal Signal       `toml:"stop_signal" json:"stop_signal,omitempty"`
 	Mounts     []MountSpec  `toml:"mount" json:"mounts,omitempty"`
 	Resources  ResourceSpec `toml:"resources" json:"resources"`
+
+	// Startup gates Liveness and Readiness until it first passes.
+	Startup *Probe `toml:"startup" json:"startup,omitempty"`
+	// Liveness failing restarts the container.
+	Liveness *Probe `toml:"liveness" json:"liveness,omitempty"`
+	// Readiness drives the container's and the group's Ready condition.
+	Readiness *Probe `toml:"readiness" json:"readiness,omitempty"`
+	// PostStart runs right after the container starts; failing restarts it.
+	PostStart *Hook `toml:"post_start" json:"post_start,omitempty"`
+	// PreStop runs before the stop signal, within the grace period.
+	PreStop *Hook `toml:"pre_stop" json:"pre_stop,omitempty"`
+}
+
+// Role of a container in its group.
+type Role string
+
+const (
+	RoleMain    Role = "main"
+	RoleSidecar Role = "sidecar"
+	RoleInit    Role = "init"
+)
+
+// Probe checks a container: exactly one of HTTP, TCP, Exec. HTTP and TCP
+// probes are made by the agent from inside the group's network namespace.
+type Probe struct {
+	HTTP *HTTPAction `toml:"http" json:"http,omitempty"`
+	TCP  *TCPAction  `toml:"tcp" json:"tcp,omitempty"`
+	Exec *ExecAction `toml:"exec" json:"exec,omitempty"`
+	// Defaults as kubelet's: no initial delay, period 10s, timeout 1s,
+	// success threshold 1, failure threshold 3.
+	InitialDelay     Duration `toml:"initial_delay" json:"initial_delay,omitempty"`
+	Period           Duration `toml:"period" json:"period,omitempty"`
+	Timeout          Duration `toml:"timeout" json:"timeout,omitempty"`
+	SuccessThreshold int      `toml:"success_threshold" json:"success_threshold,omitempty"`
+	FailureThreshold int      `toml:"failure_threshold" json:"failure_threshold,omitempty"`
+}
+
+// Hook is an action run at a point of a container's life: exactly one of
+// HTTP or Exec.
+type Hook struct {
+	HTTP *HTTPAction `toml:"http" json:"http,omitempty"`
+	Exec *ExecAction `toml:"exec" json:"exec,omitempty"`
+	// Timeout bounds a post_start hook (default 30s); a pre_stop hook is
+	// bounded by the grace period.
+	Timeout Duration `toml:"timeout" json:"timeout,omitempty"`
+}
+
+// HTTPAction is a GET to 127.0.0.1:Port/Path in the group's network
+// namespace; a status 200-399 is success.
+type HTTPAction struct {
+	Path    string            `toml:"path" json:"path"`
+	Port    int               `toml:"port" json:"port"`
+	Headers map[string]string `toml:"headers" json:"headers,omitempty"`
+}
+
+// TCPAction succeeds when 127.0.0.1:Port accepts a connection.
+type TCPAction struct {
+	Port int `toml:"port" json:"port"`
+}
+
+// ExecAction runs Command in the container (through containerd); exit 0
+// is success.
+type ExecAction struct {
+	Command []string `toml:"command" json:"command"`
+}
+
+// BackoffSpec is the restart delay: Initial, times Factor per failure, at
+// most Max; ResetAfter of running without a failure resets it.
+type BackoffSpec struct {
+	Initial    Duration `toml:"initial" json:"initial,omitempty"`
+	Max        Duration `toml:"max" json:"max,omitempty"`
+	Factor     float64  `toml:"factor" json:"factor,omitempty"`
+	ResetAfter Duration `toml:"reset_after" json:"reset_after,omitempty"`
+}
+
+// Probe, hook and backoff defaults (kubelet's for probes).
+const (
+	DefaultProbePeriod      = Duration(10 * time.Second)
+	DefaultProbeTimeout     = Duration(time.Second)
+	DefaultFailureThreshold = 3
+	DefaultSuccessThreshold = 1
+	DefaultHookTimeout      = Duration(30 * time.Second)
+	DefaultBackoffInitial   = Duration(time.Second)
+	DefaultBackoffMax       = Duration(5 * time.Minute)
+	DefaultBackoffFactor    = 2.0
+	DefaultBackoffReset     = Duration(10 * time.Minute)
+)
+
+// EffectiveRole is the container's role, main when unset.
+func (c *ContainerSpec) EffectiveRole() Role {
+	if c.Role == "" {
+		return RoleMain
+	}
+	return c.Role
 }
 
 // MountSpec mounts one of the group's volumes into a container.

@@ -40,12 +40,17 @@ type GroupStatus struct {
 	Source string `json:"source"`
 	// SpecError is set when the source file was changed into something
 	// invalid; the group keeps running its last valid spec.
-	SpecError  string            `json:"spec_error,omitempty"`
-	Restarts   int               `json:"restarts"`
-	CreatedAt  time.Time         `json:"created_at"`
-	StartedAt  time.Time         `json:"started_at,omitzero"`
-	NetNS      string            `json:"netns,omitempty"`
-	Containers []ContainerStatus `json:"containers"`
+	SpecError string `json:"spec_error,omitempty"`
+	Restarts  int    `json:"restarts"`
+	// Ready: every init container completed, every other container runs
+	// and passes its readiness probe.
+	Ready bool `json:"ready"`
+	// NextRestart is when a group in BackOff tries again.
+	NextRestart time.Time         `json:"next_restart,omitzero"`
+	CreatedAt   time.Time         `json:"created_at"`
+	StartedAt   time.Time         `json:"started_at,omitzero"`
+	NetNS       string            `json:"netns,omitempty"`
+	Containers  []ContainerStatus `json:"containers"`
 	// Spec is the spec as applied (effective config); set by Get, not List.
 	Spec *GroupSpec `json:"spec,omitempty"`
 	// Events are the group's recent events; set by Get, not List.
@@ -64,6 +69,39 @@ type ContainerStatus struct {
 	Restarts   int            `json:"restarts"`
 	StartedAt  time.Time      `json:"started_at,omitzero"`
 	FinishedAt time.Time      `json:"finished_at,omitzero"`
+	Role       Role           `json:"role,omitempty"`
+	// Ready is the readiness probe's verdict (running, if it has none).
+	Ready bool `json:"ready"`
+	// OOMKilled is set when the kernel killed the last task for memory.
+	OOMKilled bool `json:"oom_killed,omitempty"`
+	// Probes are the container's probes with their last results.
+	Probes []ProbeStatus `json:"probes,omitempty"`
+	// Hooks are the last runs of the container's hooks.
+	Hooks []HookStatus `json:"hooks,omitempty"`
+}
+
+// ProbeStatus is one probe's recent history.
+type ProbeStatus struct {
+	Kind      string    `json:"kind"`   // startup | liveness | readiness
+	Action    string    `json:"action"` // e.g. "http GET :8080/health"
+	Result    string    `json:"result"` // success | failure | unknown
+	Message   string    `json:"message,omitempty"`
+	LastProbe time.Time `json:"last_probe,omitzero"`
+	// Failures and Successes are the current consecutive counts.
+	Failures  int `json:"failures"`
+	Successes int `json:"successes"`
+	// Duration of the last probe.
+	Duration time.Duration `json:"duration"`
+}
+
+// HookStatus is the last run of a hook.
+type HookStatus struct {
+	Kind     string        `json:"kind"` // post_start | pre_stop
+	Action   string        `json:"action"`
+	Result   string        `json:"result"` // success | failure
+	Message  string        `json:"message,omitempty"`
+	At       time.Time     `json:"at"`
+	Duration time.Duration `json:"duration"`
 }
 
 // Running counts the running containers of the group.
