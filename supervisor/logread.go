@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/fsnotify/fsnotify"
@@ -68,12 +69,24 @@ func ReadLogs(ctx context.Context, dir, group string, containers []string, q Log
 	}
 }
 
+// backupTimeFormat is the time in lumberjack's names of rotated files.
+const backupTimeFormat = "2006-01-02T15-04-05.000"
+
 // logFiles lists a container's log files, oldest first; the current file
 // (which may not exist yet) is last.
 func logFiles(dir, group, container string) []string {
 	cur := LogPath(dir, group, container)
-	// lumberjack names backups NAME-2006-01-02T15-04-05.000.log: they sort by time.
-	old, _ := filepath.Glob(filepath.Join(dir, group, container+"-*.log"))
+	// lumberjack names backups NAME-2006-01-02T15-04-05.000.log: they sort
+	// by time. The glob also matches other containers whose names start
+	// with NAME- ("app" and "app-proxy"): keep only real timestamps.
+	matches, _ := filepath.Glob(filepath.Join(dir, group, container+"-*.log"))
+	var old []string
+	for _, m := range matches {
+		ts := strings.TrimSuffix(strings.TrimPrefix(filepath.Base(m), container+"-"), ".log")
+		if _, err := time.Parse(backupTimeFormat, ts); err == nil {
+			old = append(old, m)
+		}
+	}
 	sort.Strings(old)
 	return append(old, cur)
 }
