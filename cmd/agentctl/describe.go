@@ -5,10 +5,13 @@ import (
 	"io"
 	"maps"
 	"slices"
+	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/sys/unix"
 
 	"github.com/berth-project/berth/api"
 )
@@ -49,8 +52,21 @@ func describeGroup(w io.Writer, g *api.GroupStatus, now time.Time) error {
 		state += " (" + g.Reason + ")"
 	}
 	field("", "State", state)
-	if g.Message != "" {
+	field("", "Ready", fmt.Sprint(g.Ready))
+	switch {
+	case g.State == api.GroupPending && g.Reason == reasonWaitingForDependency:
+		// The message names the groups not ready yet; the spec's After
+		// lists them all, should the agent give no message.
+		waiting := g.Message
+		if waiting == "" && g.Spec != nil {
+			waiting = strings.Join(g.Spec.After, ", ")
+		}
+		field("", "Waiting for", orDash(waiting))
+	case g.Message != "":
 		field("", "Message", g.Message)
+	}
+	if g.State == api.GroupBackOff && !g.NextRestart.IsZero() {
+		field("", "Next restart", fmt.Sprintf("in %s (at %s)", countdown(now, g.NextRestart), g.NextRestart.Format(time.RFC3339)))
 	}
 	priority := fmt.Sprint(g.Priority)
 	if g.Spec != nil && g.Spec.Priority.Class != "" {
@@ -69,6 +85,10 @@ func describeGroup(w io.Writer, g *api.GroupStatus, now time.Time) error {
 	if s := g.Spec; s != nil {
 		field("", "Restart policy", orDash(string(s.Restart)))
 		field("", "Grace period", s.GracePeriod.String())
+		field("", "Restart backoff", describeBackoff(s.RestartBackoff))
+		if len(s.After) > 0 {
+			field("", "After", strings.Join(s.After, ", "))
+		}
 		if len(s.Labels) > 0 {
 			field("", "Labels", joinMap(s.Labels))
 		}
@@ -149,12 +169,26 @@ func describeContainer(tw io.Writer, g *api.GroupStatus, name string, now time.T
 	case spec != nil:
 		field("Image", spec.Image)
 	}
+	role := api.RoleMain
+	switch {
+	case st != nil:
+		role = containerRole(g, st)
+	case spec != nil:
+		role = spec.EffectiveRole()
+	}
+	if role != api.RoleMain {
+		field("Role", string(role))
+	}
 	if st == nil {
 		field("State", "not created")
 	} else {
 		field("State", string(st.State))
 		if st.Reason != "" {
 			field("Reason", st.Reason)
+		}
+		field("Ready", fmt.Sprint(st.Ready))
+		if st.OOMKilled {
+			field("OOMKilled", "true")
 		}
 		if st.ID != "" {
 			field("ID", st.ID)
@@ -163,7 +197,7 @@ func describeContainer(tw io.Writer, g *api.GroupStatus, name string, now time.T
 			field("PID", fmt.Sprint(st.PID))
 		}
 		if st.ExitCode != nil {
-			field("Exit code", fmt.Sprint(*st.ExitCode))
+			field("Exit code", describeExitCode(*st.ExitCode, st.OOMKilled))
 		}
 		field("Restarts", fmt.Sprint(st.Restarts))
 		field("Started", timeAndAge(now, st.StartedAt))
@@ -171,8 +205,20 @@ func describeContainer(tw io.Writer, g *api.GroupStatus, name string, now time.T
 			field("Finished", timeAndAge(now, st.FinishedAt))
 		}
 	}
-	if spec == nil {
-		return
+	if spec != nil {
+		describeContainerSpec(tw, spec)
+	}
+	// The sub-tables come last: their header lines, which have no tab,
+	// end the column block of the fields above.
+	describeProbes(tw, st, spec, now)
+	describeHooks(tw, st, spec, now)
+}
+
+// describeContainerSpec writes what the spec of a container says beyond
+// its image and role.
+func describeContainerSpec(tw io.Writer, spec *api.ContainerSpec) {
+	field := func(label, value string) {
+		fmt.Fprintf(tw, "    %s:\t%s\n", label, value)
 	}
 	if len(spec.Command) > 0 {
 		field("Command", strings.Join(spec.Command, " "))
@@ -242,4 +288,207 @@ func joinMap(m map[string]string) string {
 // oneLine keeps a table row on one line.
 func oneLine(s string) string {
 	return strings.ReplaceAll(strings.TrimSpace(s), "\n", " ")
+}
+
+// reasonWaitingForDependency is the reason of a Pending group whose After
+// groups are not all Ready yet.
+const reasonWaitingForDependency = "WaitingForDependency"
+
+// describeBackoff renders the restart backoff of a spec, with the
+// defaults for what it leaves unset.
+func describeBackoff(b api.BackoffSpec) string {
+	initial, maxDelay, factor, reset := b.Initial, b.Max, b.Factor, b.ResetAfter
+	if initial == 0 {
+		initial = api.DefaultBackoffInitial
+	}
+	if maxDelay == 0 {
+		maxDelay = api.DefaultBackoffMax
+	}
+	if factor == 0 {
+		factor = api.DefaultBackoffFactor
+	}
+	if reset == 0 {
+		reset = api.DefaultBackoffReset
+	}
+	return fmt.Sprintf("initial=%s max=%s factor=%s reset_after=%s",
+		initial, maxDelay, strconv.FormatFloat(factor, 'g', -1, 64), reset)
+}
+
+// describeExitCode renders an exit code with what it means: a code above
+// 128 is the number of the signal that killed the task, "137 (SIGKILL)";
+// oom adds that the kernel killed it for memory.
+func describeExitCode(code uint32, oom bool) string {
+	var why []string
+	if code > 128 && code <= 128+64 {
+		sig := syscall.Signal(code - 128)
+		if name := unix.SignalName(sig); name != "" {
+			why = append(why, name)
+		} else {
+			why = append(why, fmt.Sprintf("signal %d", code-128))
+		}
+	}
+	if oom {
+		why = append(why, "OOMKilled")
+	}
+	if len(why) == 0 {
+		return fmt.Sprint(code)
+	}
+	return fmt.Sprintf("%d (%s)", code, strings.Join(why, ", "))
+}
+
+// probeKinds are the probes of a container in the order they act.
+var probeKinds = []string{"startup", "liveness", "readiness"}
+
+// specProbe returns the spec's probe of a kind, or nil.
+func specProbe(spec *api.ContainerSpec, kind string) *api.Probe {
+	if spec == nil {
+		return nil
+	}
+	switch kind {
+	case "startup":
+		return spec.Startup
+	case "liveness":
+		return spec.Liveness
+	case "readiness":
+		return spec.Readiness
+	}
+	return nil
+}
+
+// describeProbes writes the probes of a container as a table: those the
+// status reports, then those of the spec that have not run yet.
+// FAILURES and SUCCESSES are the consecutive counts over the spec's
+// thresholds.
+func describeProbes(tw io.Writer, st *api.ContainerStatus, spec *api.ContainerSpec, now time.Time) {
+	var probes []api.ProbeStatus
+	if st != nil {
+		probes = append(probes, st.Probes...)
+	}
+	for _, kind := range probeKinds {
+		p := specProbe(spec, kind)
+		if p == nil || slices.ContainsFunc(probes, func(s api.ProbeStatus) bool { return s.Kind == kind }) {
+			continue
+		}
+		probes = append(probes, api.ProbeStatus{Kind: kind, Action: probeAction(p)})
+	}
+	if len(probes) == 0 {
+		return
+	}
+	fmt.Fprintln(tw, "    Probes:")
+	fmt.Fprintln(tw, "      KIND\tACTION\tRESULT\tFAILURES\tSUCCESSES\tLAST\tDURATION\tMESSAGE")
+	for _, p := range probes {
+		failures, successes := fmt.Sprint(p.Failures), fmt.Sprint(p.Successes)
+		if sp := specProbe(spec, p.Kind); sp != nil {
+			failures += "/" + fmt.Sprint(orDefault(sp.FailureThreshold, api.DefaultFailureThreshold))
+			successes += "/" + fmt.Sprint(orDefault(sp.SuccessThreshold, api.DefaultSuccessThreshold))
+		}
+		duration := "-"
+		if !p.LastProbe.IsZero() {
+			duration = shortElapsed(p.Duration)
+		}
+		fmt.Fprintf(tw, "      %s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.Kind, orDash(oneLine(p.Action)), orDash(p.Result),
+			failures, successes, ago(now, p.LastProbe), duration, orDash(oneLine(p.Message)))
+	}
+}
+
+// describeHooks writes the last runs of the hooks of a container as a
+// table, with the spec's hooks that have not run yet.
+func describeHooks(tw io.Writer, st *api.ContainerStatus, spec *api.ContainerSpec, now time.Time) {
+	var hooks []api.HookStatus
+	if st != nil {
+		hooks = append(hooks, st.Hooks...)
+	}
+	if spec != nil {
+		for _, h := range []struct {
+			kind string
+			hook *api.Hook
+		}{{"post_start", spec.PostStart}, {"pre_stop", spec.PreStop}} {
+			if h.hook == nil || slices.ContainsFunc(hooks, func(s api.HookStatus) bool { return s.Kind == h.kind }) {
+				continue
+			}
+			hooks = append(hooks, api.HookStatus{Kind: h.kind, Action: hookAction(h.hook)})
+		}
+	}
+	if len(hooks) == 0 {
+		return
+	}
+	fmt.Fprintln(tw, "    Hooks:")
+	fmt.Fprintln(tw, "      KIND\tACTION\tRESULT\tAT\tDURATION\tMESSAGE")
+	for _, h := range hooks {
+		duration := "-"
+		if !h.At.IsZero() {
+			duration = shortElapsed(h.Duration)
+		}
+		fmt.Fprintf(tw, "      %s\t%s\t%s\t%s\t%s\t%s\n", h.Kind, orDash(oneLine(h.Action)), orDash(h.Result),
+			ago(now, h.At), duration, orDash(oneLine(h.Message)))
+	}
+}
+
+// probeAction renders the action of a probe that has not run yet the way
+// the agent reports it: "http GET :8080/health", "tcp :5432", "exec
+// pg_isready".
+func probeAction(p *api.Probe) string {
+	switch {
+	case p.HTTP != nil:
+		return httpAction(p.HTTP)
+	case p.TCP != nil:
+		return fmt.Sprintf("tcp :%d", p.TCP.Port)
+	case p.Exec != nil:
+		return execAction(p.Exec)
+	}
+	return ""
+}
+
+func hookAction(h *api.Hook) string {
+	switch {
+	case h.HTTP != nil:
+		return httpAction(h.HTTP)
+	case h.Exec != nil:
+		return execAction(h.Exec)
+	}
+	return ""
+}
+
+// execAction quotes the arguments that need it, as the agent does.
+func execAction(a *api.ExecAction) string {
+	parts := []string{"exec"}
+	for _, arg := range a.Command {
+		if arg == "" || strings.ContainsAny(arg, " \t\n'\"\\") {
+			arg = strconv.Quote(arg)
+		}
+		parts = append(parts, arg)
+	}
+	return strings.Join(parts, " ")
+}
+
+func httpAction(a *api.HTTPAction) string {
+	path := a.Path
+	if !strings.HasPrefix(path, "/") {
+		path = "/" + path
+	}
+	return fmt.Sprintf("http GET :%d%s", a.Port, path)
+}
+
+func orDefault(n, def int) int {
+	if n == 0 {
+		return def
+	}
+	return n
+}
+
+// ago renders "5s ago", or "-" for a zero t.
+func ago(now, t time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	return age(now, t) + " ago"
+}
+
+// shortElapsed renders how long something took, to the millisecond
+// ("12ms", "1.503s"); below a millisecond as is ("850µs").
+func shortElapsed(d time.Duration) string {
+	if d >= time.Millisecond {
+		d = d.Round(time.Millisecond)
+	}
+	return d.String()
 }

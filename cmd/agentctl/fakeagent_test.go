@@ -39,8 +39,9 @@ type fakeAgent struct {
 
 func exitCodePtr(c uint32) *uint32 { return &c }
 
-// newFakeAgent starts an agent with two groups: "web" (two containers,
-// one of them crashed, with a spec and events) and "db" (one container).
+// newFakeAgent starts an agent with two groups: "web" (in BackOff, after
+// db and cache: a ready main container with probes and hooks, and a
+// crashed sidecar; with a spec and events) and "db" (one container).
 func newFakeAgent(t *testing.T) *fakeAgent {
 	t.Helper()
 	f := &fakeAgent{}
@@ -48,22 +49,39 @@ func newFakeAgent(t *testing.T) *fakeAgent {
 		{
 			Name: "web", State: api.GroupBackOff, Reason: "CrashLoop", Message: `container "sidecar" exited with code 1`,
 			Priority: 100, Generation: 3, Source: "/etc/berth/groups/web.toml", Restarts: 4,
-			CreatedAt: testNow.Add(-5 * time.Minute), StartedAt: testNow.Add(-4 * time.Minute),
+			NextRestart: testNow.Add(3 * time.Second),
+			CreatedAt:   testNow.Add(-5 * time.Minute), StartedAt: testNow.Add(-4 * time.Minute),
 			NetNS: "/run/berth/netns/web",
 			Containers: []api.ContainerStatus{
-				{Name: "app", ID: "web-app", Image: "nginx:1.25", State: api.ContainerRunning, PID: 4242, StartedAt: testNow.Add(-4 * time.Minute)},
-				{Name: "sidecar", ID: "web-sidecar", Image: "busybox:1", State: api.ContainerExited, Reason: "Error",
+				{Name: "app", ID: "web-app", Image: "nginx:1.25", State: api.ContainerRunning, PID: 4242, StartedAt: testNow.Add(-4 * time.Minute),
+					Role: api.RoleMain, Ready: true,
+					Probes: []api.ProbeStatus{
+						{Kind: "liveness", Action: "tcp :80", Result: "failure", Message: "dial tcp 127.0.0.1:80:\nconnection refused",
+							LastProbe: testNow.Add(-2 * time.Second), Failures: 2, Duration: 1500 * time.Microsecond},
+						{Kind: "readiness", Action: "http GET :80/healthz", Result: "success",
+							LastProbe: testNow.Add(-5 * time.Second), Successes: 7, Duration: 12345 * time.Microsecond},
+					},
+					Hooks: []api.HookStatus{
+						{Kind: "post_start", Action: "exec /bin/warm-cache", Result: "success", At: testNow.Add(-4 * time.Minute), Duration: 2 * time.Second},
+					}},
+				{Name: "sidecar", ID: "web-sidecar", Image: "busybox:1", State: api.ContainerExited, Reason: "Error", Role: api.RoleSidecar,
 					ExitCode: exitCodePtr(1), Restarts: 4, StartedAt: testNow.Add(-40 * time.Second), FinishedAt: testNow.Add(-30 * time.Second)},
 			},
 			Spec: &api.GroupSpec{
 				Name: "web", Priority: api.Priority{Class: "high"}, GracePeriod: api.Duration(30 * time.Second),
-				Restart: api.RestartAlways,
-				Volumes: []api.VolumeSpec{{Name: "data", Type: api.VolumeEmpty}, {Name: "tmp", Type: api.VolumeTmpfs, Size: 64 << 20}},
+				Restart:        api.RestartAlways,
+				After:          []string{"db", "cache"},
+				RestartBackoff: api.BackoffSpec{Initial: api.Duration(2 * time.Second), Factor: 1.5},
+				Volumes:        []api.VolumeSpec{{Name: "data", Type: api.VolumeEmpty}, {Name: "tmp", Type: api.VolumeTmpfs, Size: 64 << 20}},
 				Containers: []api.ContainerSpec{
 					{Name: "app", Image: "nginx:1.25",
 						Resources: api.ResourceSpec{Memory: 256 << 20, Pids: 100},
-						Mounts:    []api.MountSpec{{Volume: "data", Path: "/data", ReadOnly: true}, {Volume: "tmp", Path: "/tmp"}}},
-					{Name: "sidecar", Image: "busybox:1", Command: []string{"sh", "-c", "exit 1"}},
+						Mounts:    []api.MountSpec{{Volume: "data", Path: "/data", ReadOnly: true}, {Volume: "tmp", Path: "/tmp"}},
+						Liveness:  &api.Probe{TCP: &api.TCPAction{Port: 80}, FailureThreshold: 5},
+						Readiness: &api.Probe{HTTP: &api.HTTPAction{Path: "/healthz", Port: 80}},
+						PostStart: &api.Hook{Exec: &api.ExecAction{Command: []string{"/bin/warm-cache"}}},
+						PreStop:   &api.Hook{HTTP: &api.HTTPAction{Path: "drain", Port: 8081}}},
+					{Name: "sidecar", Image: "busybox:1", Role: api.RoleSidecar, Command: []string{"sh", "-c", "exit 1"}},
 				},
 			},
 			Events: []api.Event{
@@ -72,10 +90,10 @@ func newFakeAgent(t *testing.T) *fakeAgent {
 			},
 		},
 		{
-			Name: "db", State: api.GroupRunning, Priority: 50, Generation: 1, Source: "api",
+			Name: "db", State: api.GroupRunning, Priority: 50, Generation: 1, Source: "api", Ready: true,
 			CreatedAt: testNow.Add(-50 * time.Hour),
 			Containers: []api.ContainerStatus{
-				{Name: "pg", Image: "postgres:16", State: api.ContainerRunning, PID: 77, StartedAt: testNow.Add(-50 * time.Hour)},
+				{Name: "pg", Image: "postgres:16", State: api.ContainerRunning, PID: 77, StartedAt: testNow.Add(-50 * time.Hour), Ready: true},
 			},
 		},
 	}

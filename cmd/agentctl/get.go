@@ -1,8 +1,12 @@
 package main
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"sort"
+	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -13,9 +17,11 @@ func (a *app) getCommand() *cobra.Command {
 	return &cobra.Command{
 		Use:   "get [GROUP...]",
 		Short: "List groups and their state",
-		Long: `List groups: NAME STATE READY RESTARTS AGE, where READY is running
-containers / all containers. -o wide adds GENERATION SOURCE REASON; -o json
-prints the full objects (one object when one GROUP is named, else a list).`,
+		Long: `List groups: NAME STATE READY RESTARTS AGE, where READY is ready
+containers / containers, init containers not counted. A group in BackOff
+shows the time left until its next restart: "BackOff (3s)". -o wide adds
+GENERATION SOURCE REASON AFTER; -o json prints the full objects (one object
+when one GROUP is named, else a list).`,
 		ValidArgsFunction: a.completeGroups,
 		RunE: func(cmd *cobra.Command, names []string) error {
 			ctx, cancel := a.requestContext(cmd.Context())
@@ -31,6 +37,12 @@ prints the full objects (one object when one GROUP is named, else a list).`,
 					return err
 				}
 				sort.Slice(groups, func(i, j int) bool { return groups[i].Name < groups[j].Name })
+				if a.output == outputWide {
+					// AFTER is in the spec, which List leaves out.
+					if groups, err = fetchSpecs(ctx, c, groups); err != nil {
+						return err
+					}
+				}
 			} else {
 				err = a.forEach(names, func(name string) error {
 					g, err := c.Get(ctx, name)
@@ -46,6 +58,26 @@ prints the full objects (one object when one GROUP is named, else a list).`,
 			return err
 		},
 	}
+}
+
+// fetchSpecs fills in the spec of every listed group, which List leaves
+// out. A group deleted since it was listed is left out.
+func fetchSpecs(ctx context.Context, c *api.Client, groups []api.GroupStatus) ([]api.GroupStatus, error) {
+	out := groups[:0]
+	for _, g := range groups {
+		if g.Spec == nil {
+			full, err := c.Get(ctx, g.Name)
+			switch {
+			case errors.Is(err, api.ErrNotFound):
+				continue
+			case err != nil:
+				return nil, err
+			}
+			g.Spec = full.Spec
+		}
+		out = append(out, g)
+	}
+	return out, nil
 }
 
 // printGroups prints groups in the -o format; single prints one JSON
@@ -74,15 +106,70 @@ func (a *app) printGroups(groups []api.GroupStatus, single bool) error {
 	tw := newTable(a.stdout)
 	fmt.Fprint(tw, "NAME\tSTATE\tREADY\tRESTARTS\tAGE")
 	if wide {
-		fmt.Fprint(tw, "\tGENERATION\tSOURCE\tREASON")
+		fmt.Fprint(tw, "\tGENERATION\tSOURCE\tREASON\tAFTER")
 	}
 	fmt.Fprintln(tw)
 	for _, g := range groups {
-		fmt.Fprintf(tw, "%s\t%s\t%d/%d\t%d\t%s", g.Name, g.State, g.Running(), len(g.Containers), g.Restarts, age(now, g.CreatedAt))
+		ready, total := readyCount(&g)
+		fmt.Fprintf(tw, "%s\t%s\t%d/%d\t%d\t%s", g.Name, groupState(&g, now), ready, total, g.Restarts, age(now, g.CreatedAt))
 		if wide {
-			fmt.Fprintf(tw, "\t%d\t%s\t%s", g.Generation, orDash(g.Source), orDash(g.Reason))
+			var after []string
+			if g.Spec != nil {
+				after = g.Spec.After
+			}
+			fmt.Fprintf(tw, "\t%d\t%s\t%s\t%s", g.Generation, orDash(g.Source), orDash(g.Reason), orDash(strings.Join(after, ",")))
 		}
 		fmt.Fprintln(tw)
 	}
 	return tw.Flush()
+}
+
+// groupState is the STATE cell: the state, and for a group in BackOff
+// the time left until its next restart, "BackOff (3s)".
+func groupState(g *api.GroupStatus, now time.Time) string {
+	if g.State == api.GroupBackOff && !g.NextRestart.IsZero() {
+		return fmt.Sprintf("%s (%s)", g.State, countdown(now, g.NextRestart))
+	}
+	return string(g.State)
+}
+
+// countdown renders the time from now until t in whole seconds: "3s",
+// "1m30s"; "0s" once t has passed.
+func countdown(now, t time.Time) string {
+	d := t.Sub(now).Round(time.Second)
+	if d < 0 {
+		d = 0 // overdue, or clock skew between agentd and here
+	}
+	return d.String()
+}
+
+// readyCount counts the ready containers of g and the containers that
+// count towards readiness: all but init containers, which run to
+// completion and are never ready.
+func readyCount(g *api.GroupStatus) (ready, total int) {
+	for i := range g.Containers {
+		c := &g.Containers[i]
+		if containerRole(g, c) == api.RoleInit {
+			continue
+		}
+		total++
+		if c.Ready {
+			ready++
+		}
+	}
+	return ready, total
+}
+
+// containerRole is the role of a container as its status reports it, else
+// as its spec (when there is one) has it; main when neither says.
+func containerRole(g *api.GroupStatus, c *api.ContainerStatus) api.Role {
+	if c.Role != "" {
+		return c.Role
+	}
+	if g.Spec != nil {
+		if s, ok := g.Spec.Container(c.Name); ok {
+			return s.EffectiveRole()
+		}
+	}
+	return api.RoleMain
 }

@@ -12,9 +12,9 @@ func TestGetTable(t *testing.T) {
 	f := newFakeAgent(t)
 	r := f.run("", "get")
 	wantCode(t, r, exitOK)
-	want := `NAME  STATE    READY  RESTARTS  AGE
-db    Running  1/1    0         2d
-web   BackOff  1/2    4         5m
+	want := `NAME  STATE         READY  RESTARTS  AGE
+db    Running       1/1    0         2d
+web   BackOff (3s)  1/2    4         5m
 `
 	if r.stdout != want {
 		t.Errorf("stdout =\n%s\nwant\n%s", r.stdout, want)
@@ -25,8 +25,8 @@ func TestGetWide(t *testing.T) {
 	f := newFakeAgent(t)
 	r := f.run("", "get", "-o", "wide", "web")
 	wantCode(t, r, exitOK)
-	want := `NAME  STATE    READY  RESTARTS  AGE  GENERATION  SOURCE                      REASON
-web   BackOff  1/2    4         5m   3           /etc/berth/groups/web.toml  CrashLoop
+	want := `NAME  STATE         READY  RESTARTS  AGE  GENERATION  SOURCE                      REASON     AFTER
+web   BackOff (3s)  1/2    4         5m   3           /etc/berth/groups/web.toml  CrashLoop  db,cache
 `
 	if r.stdout != want {
 		t.Errorf("stdout =\n%s\nwant\n%s", r.stdout, want)
@@ -102,27 +102,42 @@ func TestDescribe(t *testing.T) {
 	wantCode(t, r, exitOK)
 	// Sections in order; within each, the lines that matter.
 	want := []string{
-		"Name:            web",
-		`State:           BackOff (CrashLoop)`,
-		`Message:         container "sidecar" exited with code 1`,
-		"Priority:        100 (class high)",
-		"Generation:      3",
-		"Source:          /etc/berth/groups/web.toml",
-		"Created:         2024-05-01T11:55:00Z (5m ago)",
-		"Netns:           /run/berth/netns/web",
-		"Restart policy:  always",
-		"Grace period:    30s",
+		"Name:             web",
+		`State:            BackOff (CrashLoop)`,
+		"Ready:            false",
+		`Message:          container "sidecar" exited with code 1`,
+		"Next restart:     in 3s (at 2024-05-01T12:00:03Z)",
+		"Priority:         100 (class high)",
+		"Generation:       3",
+		"Source:           /etc/berth/groups/web.toml",
+		"Created:          2024-05-01T11:55:00Z (5m ago)",
+		"Netns:            /run/berth/netns/web",
+		"Restart policy:   always",
+		"Grace period:     30s",
+		"Restart backoff:  initial=2s max=5m0s factor=1.5 reset_after=10m0s",
+		"After:            db, cache",
 		"Containers:",
 		"  app:",
 		"    Image:      nginx:1.25",
 		"    State:      Running",
+		"    Ready:      true",
 		"    PID:        4242",
 		"    Resources:  memory=256MiB pids=100",
 		"    Mounts:     data -> /data (ro)",
 		"                tmp -> /tmp (rw)",
+		"    Probes:",
+		"      KIND       ACTION                RESULT   FAILURES  SUCCESSES  LAST    DURATION  MESSAGE",
+		"      liveness   tcp :80               failure  2/5       0/1        2s ago  2ms       dial tcp 127.0.0.1:80: connection refused",
+		"      readiness  http GET :80/healthz  success  0/3       7/1        5s ago  12ms      -",
+		"    Hooks:",
+		"      KIND        ACTION                RESULT   AT      DURATION  MESSAGE",
+		"      post_start  exec /bin/warm-cache  success  4m ago  2s        -",
+		"      pre_stop    http GET :8081/drain  -        -       -         -",
 		"  sidecar:",
+		"    Role:       sidecar",
 		"    State:      Exited",
 		"    Reason:     Error",
+		"    Ready:      false",
 		"    Exit code:  1",
 		"    Restarts:   4",
 		"    Finished:   2024-05-01T11:59:30Z (30s ago)",
