@@ -1,6 +1,7 @@
 package api
 
 import (
+	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
@@ -51,6 +52,13 @@ path = "/data"
   [container.resources]
   memory = "64MiB"
 `
+
+// lifecycleEdit appends lines to the 2nd container of base, indented like
+// it, from line 35 on: lifecycleEdit(t, "[container.liveness]", "tcp.port = 1").
+func lifecycleEdit(t *testing.T, lines ...string) string {
+	t.Helper()
+	return edit(t, base, 35, "  "+strings.Join(lines, "\n  "))
+}
 
 // edit replaces whole lines of doc, 1-based: edit(doc, 3, "x = 1").
 func edit(t *testing.T, doc string, pairs ...any) string {
@@ -166,6 +174,42 @@ func TestDecodeErrors(t *testing.T) {
 		{"priority the unit type refuses",
 			edit(t, base, 2, `priority = "Very High"`),
 			[]wantErr{{2, 1, "priority", "", `invalid priority "Very High"`}}},
+		{"unknown key in a probe action of the 2nd container",
+			lifecycleEdit(t, "[container.liveness.http]", `pth = "/x"`, "port = 8080"),
+			[]wantErr{{36, 3, "container[1].liveness.http.pth", "sidecar", `unknown key "pth"; did you mean "path"?`}}},
+		{"unknown key in a probe suggests the closest",
+			lifecycleEdit(t, "[container.readiness]", "tcp.port = 8080", `perod = "5s"`),
+			[]wantErr{{37, 3, "container[1].readiness.perod", "sidecar", `unknown key "perod"; did you mean "period"?`}}},
+		{"action key in a probe lists the keys of a probe",
+			lifecycleEdit(t, "[container.liveness]", "port = 8080"),
+			[]wantErr{{36, 3, "container[1].liveness.port", "sidecar", `unknown key "port"; the keys here are "http", "tcp", "exec", "initial_delay"`}}},
+		{"unknown key in an inline hook action",
+			lifecycleEdit(t, "[container.pre_stop]", `exec = { comand = ["drain"] }`),
+			[]wantErr{{36, 12, "container[1].pre_stop.exec.comand", "sidecar", `unknown key "comand"; did you mean "command"?`}}},
+		{"a hook has no tcp action",
+			lifecycleEdit(t, "[container.post_start.tcp]", "port = 8080"),
+			[]wantErr{{35, 3, "container[1].post_start.tcp", "sidecar", `unknown key "tcp"`}}},
+		{"unknown key in restart_backoff",
+			edit(t, base, 2, `restart_backoff = { reset = "1m" }`),
+			[]wantErr{{2, 21, "restart_backoff.reset", "", `unknown key "reset"; did you mean "reset_after"?`}}},
+		{"after is a list",
+			edit(t, base, 2, `after = "db"`),
+			[]wantErr{{2, 1, "after", "", `expected an array, found a string ("db")`}}},
+		{"wrong type of a threshold",
+			lifecycleEdit(t, "[container.liveness]", "tcp.port = 8080", `failure_threshold = "3"`),
+			[]wantErr{{37, 3, "container[1].liveness.failure_threshold", "sidecar", "expected an integer"}}},
+		{"wrong type of a factor",
+			edit(t, base, 2, `restart_backoff.factor = "2"`),
+			[]wantErr{{2, 17, "restart_backoff.factor", "", "expected a number"}}},
+		{"probe timing the unit type refuses",
+			lifecycleEdit(t, "[container.startup]", "tcp.port = 8080", "period = 10"),
+			[]wantErr{{37, 3, "container[1].startup.period", "sidecar", `invalid duration "10"`}}},
+		{"negative durations are refused",
+			lifecycleEdit(t, "[container.startup]", "tcp.port = 8080", `initial_delay = "-1s"`),
+			[]wantErr{{37, 3, "container[1].startup.initial_delay", "sidecar", `invalid duration "-1s": must not be negative`}}},
+		{"probe written as a string",
+			edit(t, base, 24, `  liveness = "http"`),
+			[]wantErr{{24, 3, "container[1].liveness", "sidecar", "expected a table, found a string"}}},
 		{"single [container] table instead of an array of tables",
 			"name = \"web\"\n[container]\nname = \"app\"\n",
 			[]wantErr{{2, 1, "container", "", "expected an array of tables, found a table; start each entry with its own [[container]] header"}}},
@@ -263,6 +307,8 @@ func TestDecodeWebExample(t *testing.T) {
 		GracePeriod: Duration(10 * time.Second),
 		Restart:     RestartOnFailure,
 		Labels:      map[string]string{"tier": "frontend"},
+		RestartBackoff: BackoffSpec{Initial: DefaultBackoffInitial, Max: DefaultBackoffMax,
+			Factor: DefaultBackoffFactor, ResetAfter: DefaultBackoffReset},
 		Volumes: []VolumeSpec{
 			{Name: "data", Type: VolumeEmpty},
 			{Name: "scratch", Type: VolumeTmpfs, Size: 64 << 20},
@@ -291,6 +337,65 @@ func TestDecodeWebExample(t *testing.T) {
 	}
 }
 
+// TestDecodeLifecycleExample decodes the example of roles, probes, hooks,
+// restart_backoff and after, and checks every field: what the file says,
+// and the defaults filled where it says nothing (probe timing, the path of
+// an HTTP action, the post_start timeout) or leaves a hook unbounded.
+func TestDecodeLifecycleExample(t *testing.T) {
+	data, err := os.ReadFile("testdata/lifecycle.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := Decode("lifecycle.toml", data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sec := func(n int) Duration { return Duration(time.Duration(n) * time.Second) }
+	want := &GroupSpec{
+		Schema:      1,
+		Name:        "shop",
+		GracePeriod: sec(45),
+		Restart:     RestartAlways,
+		After:       []string{"db", "cache"},
+		RestartBackoff: BackoffSpec{Initial: sec(2), Max: sec(60), Factor: 1.5,
+			ResetAfter: sec(300)},
+		Containers: []ContainerSpec{
+			{
+				Name:    "migrate",
+				Image:   "berth.local/shop:1",
+				Role:    RoleInit,
+				Command: []string{"/shop", "migrate"},
+				PreStop: &Hook{Exec: &ExecAction{Command: []string{"/shop", "migrate", "--abort"}}},
+			},
+			{
+				Name:  "proxy",
+				Image: "berth.local/proxy:1",
+				Role:  RoleSidecar,
+				Readiness: &Probe{TCP: &TCPAction{Port: 8443},
+					Period: sec(10), Timeout: sec(1), SuccessThreshold: 1, FailureThreshold: 3},
+			},
+			{
+				Name:  "app",
+				Image: "berth.local/shop:1",
+				Role:  RoleMain,
+				Startup: &Probe{HTTP: &HTTPAction{Path: "/started", Port: 8080},
+					Period: sec(2), Timeout: sec(1), SuccessThreshold: 1, FailureThreshold: 30},
+				Liveness: &Probe{HTTP: &HTTPAction{Path: "/", Port: 8080, Headers: map[string]string{"X-Probe": "liveness"}},
+					InitialDelay: sec(5), Period: sec(20), Timeout: sec(2), SuccessThreshold: 1, FailureThreshold: 5},
+				Readiness: &Probe{Exec: &ExecAction{Command: []string{"/shop", "ready"}},
+					Period: sec(5), Timeout: sec(1), SuccessThreshold: 2, FailureThreshold: 3},
+				PostStart: &Hook{HTTP: &HTTPAction{Path: "/warm", Port: 8080}, Timeout: sec(30)},
+				PreStop:   &Hook{Exec: &ExecAction{Command: []string{"/shop", "drain"}}, Timeout: sec(20)},
+			},
+		},
+	}
+	if !reflect.DeepEqual(got, want) {
+		gj, _ := json.MarshalIndent(got, "", "  ")
+		wj, _ := json.MarshalIndent(want, "", "  ")
+		t.Errorf("decoded\n%s\nwant\n%s", gj, wj)
+	}
+}
+
 func TestDecodeFillsDefaults(t *testing.T) {
 	got, err := Decode("min.toml", []byte("name = \"hello\"\n[[container]]\nname = \"hello\"\nimage = \"busybox\"\n"))
 	if err != nil {
@@ -298,6 +403,13 @@ func TestDecodeFillsDefaults(t *testing.T) {
 	}
 	if got.Schema != 1 || got.Restart != RestartAlways || got.GracePeriod != DefaultGracePeriod {
 		t.Errorf("schema %d restart %q grace_period %s; want 1, always, 30s", got.Schema, got.Restart, got.GracePeriod)
+	}
+	wantBackoff := BackoffSpec{Initial: Duration(time.Second), Max: Duration(5 * time.Minute), Factor: 2, ResetAfter: Duration(10 * time.Minute)}
+	if got.RestartBackoff != wantBackoff {
+		t.Errorf("restart_backoff = %+v, want %+v", got.RestartBackoff, wantBackoff)
+	}
+	if c := got.Containers[0]; c.Role != "" || c.Startup != nil || c.Liveness != nil || c.Readiness != nil || c.PostStart != nil || c.PreStop != nil {
+		t.Errorf("container without probes or hooks gained some: %+v", c)
 	}
 }
 

@@ -34,6 +34,9 @@ func FuzzDecode(f *testing.F) {
 		"name = \"x\"\npriority = \"high\"\ngrace_period = \"1h\"\n[[container]]\nname = \"a\"\nimage = \"b\"\nenv.\"A B\" = \"\\u00e9\"\n",
 		"a = [[[[[[1]]]]]]\n[[b.c]]\n[b]\n",
 		"name = \"x\"\r\n[[container]]\r\nname = \"a\"\r\nimage = \"b\"\r\n",
+		"name = \"x\"\nafter = []\nrestart_backoff.factor = 1.0000001\n[[container]]\nname = \"a\"\nimage = \"b\"\nrole = \"sidecar\"\nliveness.http.port = 1\nliveness.http.headers = {}\npre_stop.exec.command = [\"a\"]\n",
+		"name = \"x\"\n[[container]]\nname = \"a\"\nimage = \"b\"\n[container.readiness]\ntcp.port = 1\nperiod = \"1ns\"\ntimeout = \"1ns\"\nsuccess_threshold = 9223372036854775807\n",
+		"name = \"x\"\n[[container]]\nname = \"a\"\nimage = \"b\"\nrole = \"init\"\n[container.post_start]\ntimeout = \"1s\"\n",
 	} {
 		f.Add([]byte(s))
 	}
@@ -112,8 +115,9 @@ func checkFuzzErrors(t *testing.T, data []byte, err error) {
 	}
 }
 
-// withoutEmpty returns a copy of g with empty slices and maps set to nil:
-// TOML cannot tell an empty list from an absent one.
+// withoutEmpty returns a copy of g with empty slices and maps set to nil,
+// also behind pointers (probes, hooks): TOML cannot tell an empty list from
+// an absent one.
 func withoutEmpty(g *GroupSpec) GroupSpec {
 	c := *g
 	clearEmpty(reflect.ValueOf(&c).Elem())
@@ -144,5 +148,14 @@ func clearEmpty(v reflect.Value) {
 		if v.Len() == 0 {
 			v.SetZero()
 		}
+	case reflect.Pointer:
+		if v.IsNil() {
+			return
+		}
+		// Copy the value pointed to, as for slices.
+		p := reflect.New(v.Type().Elem())
+		p.Elem().Set(v.Elem())
+		clearEmpty(p.Elem())
+		v.Set(p)
 	}
 }
