@@ -10,9 +10,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	specs "github.com/opencontainers/runtime-spec/specs-go"
-	"golang.org/x/sync/errgroup"
-
 	"github.com/berth-project/berth/api"
 )
 
@@ -48,6 +45,25 @@ type ctr struct {
 	restarts   int
 	reason     string
 	taskGen    int // which start an exit belongs to
+	oom        bool
+
+	// Lifecycle and health.
+	initDone  bool // an init container that completed in this run
+	ready     bool // readiness verdict (running, when it has no probe)
+	startupOK bool // the startup probe passed (or there is none)
+	postStart bool // the post_start hook is done (or there is none)
+	probes    map[probeKind]*api.ProbeStatus
+	hooks     map[string]api.HookStatus
+	stopProbe context.CancelFunc // ends the task's probes and hooks
+}
+
+// role is the container's role; main for a container recovered without
+// its spec.
+func (c *ctr) role() api.Role {
+	if c.spec == nil {
+		return api.RoleMain
+	}
+	return c.spec.EffectiveRole()
 }
 
 type exitMsg struct {
@@ -70,7 +86,8 @@ type runner struct {
 	status api.GroupStatus
 	wake   chan struct{} // capacity 1: coalesced "want changed"
 	exits  chan exitMsg
-	gone   chan struct{} // closed when a removal finished
+	health chan healthMsg // probe results and hook outcomes
+	gone   chan struct{}  // closed when a removal finished
 	// retryNow asks the next reconcile to skip the BackOff delay.
 	retryNow bool
 	ended    atomic.Bool
@@ -85,6 +102,14 @@ type runner struct {
 	tracker       *restartTracker
 	retryAt       time.Time
 	removedAll    bool
+	// everRunning: the group reached Running since it was (re)created;
+	// attemptFresh: the current start attempt began from nothing, so a
+	// failure rolls it back whole.
+	everRunning, attemptFresh bool
+	// stoppedOnRequest: the group was stopped by Set(Run=false), so a later
+	// Set(Run=true) starts it again; a group the restart policy ended
+	// stays down unless restartRequested (Retry) says otherwise.
+	stoppedOnRequest, restartRequested bool
 }
 
 func newRunner(s *Supervisor, name string, existing []ContainerInfo) *runner {
@@ -93,6 +118,7 @@ func newRunner(s *Supervisor, name string, existing []ContainerInfo) *runner {
 		status:   api.GroupStatus{Name: name, CreatedAt: time.Now()},
 		wake:     make(chan struct{}, 1),
 		exits:    make(chan exitMsg, 16),
+		health:   make(chan healthMsg, 64),
 		gone:     make(chan struct{}),
 		existing: existing,
 		ctrs:     map[string]*ctr{},
@@ -128,6 +154,7 @@ func (r *runner) desired() desired {
 	if r.retryNow {
 		r.retryNow = false
 		r.retryAt = time.Time{}
+		r.restartRequested = true
 	}
 	return r.want
 }
@@ -147,9 +174,20 @@ func (r *runner) publish() {
 	for _, n := range r.order {
 		c := r.ctrs[n]
 		st := api.ContainerStatus{Name: n, ID: c.id, Restarts: c.restarts, Reason: c.reason,
-			StartedAt: c.startedAt, FinishedAt: c.finishedAt, ExitCode: c.exitCode}
+			StartedAt: c.startedAt, FinishedAt: c.finishedAt, ExitCode: c.exitCode,
+			Role: c.role(), Ready: c.running && c.ready, OOMKilled: c.oom}
 		if c.spec != nil {
 			st.Image = c.spec.Image
+		}
+		for _, k := range []probeKind{probeStartup, probeLiveness, probeReadiness} {
+			if p := c.probes[k]; p != nil {
+				st.Probes = append(st.Probes, *p)
+			}
+		}
+		for _, k := range []string{"post_start", "pre_stop"} {
+			if h, ok := c.hooks[k]; ok {
+				st.Hooks = append(st.Hooks, h)
+			}
 		}
 		switch {
 		case c.running:
@@ -164,13 +202,35 @@ func (r *runner) publish() {
 		restarts += c.restarts
 		cs = append(cs, st)
 	}
+	ready := len(r.order) > 0
+	for _, n := range r.order {
+		c := r.ctrs[n]
+		if c.role() == api.RoleInit {
+			ready = ready && c.initDone
+		} else {
+			ready = ready && c.running && c.ready
+		}
+	}
 	r.mu.Lock()
+	wasReady := r.status.Ready
 	r.status.Containers = cs
 	r.status.Restarts = restarts
+	r.status.Ready = ready
+	r.status.NextRestart = time.Time{}
+	if r.status.State == api.GroupBackOff {
+		r.status.NextRestart = r.retryAt
+	}
 	if r.sandbox != nil {
 		r.status.NetNS = r.sandbox.NetNSPath
 	}
 	r.mu.Unlock()
+	if ready != wasReady {
+		if ready {
+			r.event(api.EventNormal, "", "Ready", "group is ready")
+		} else {
+			r.event(api.EventNormal, "", "NotReady", "group is not ready")
+		}
+	}
 }
 
 func (r *runner) event(typ, container, reason, msg string) {
@@ -214,6 +274,8 @@ func (r *runner) run(ctx context.Context) {
 		case <-r.wake:
 		case ex := <-r.exits:
 			r.onExit(ctx, ex)
+		case h := <-r.health:
+			r.onHealth(ctx, h)
 		case <-tick:
 		}
 		timer.Stop()
@@ -236,6 +298,7 @@ func (r *runner) recover(ctx context.Context) {
 			r.recoveredHash = h
 		}
 	}
+	r.everRunning = r.countRunning() > 0
 	r.existing = nil
 	r.publish()
 }
@@ -273,10 +336,13 @@ func (r *runner) watch(ctx context.Context, name string, gen int, exitC <-chan E
 // true when the group has been removed.
 func (r *runner) reconcile(ctx context.Context) bool {
 	want := r.desired()
+	restart := r.restartRequested // a Retry: also brings back a group the policy ended
+	r.restartRequested = false
 	if want.remove {
 		return r.removeAll(ctx)
 	}
 	if want.group.Spec == nil {
+		r.retryAt = time.Time{}
 		return false // nothing asked yet
 	}
 	if !want.group.Run {
@@ -284,23 +350,38 @@ func (r *runner) reconcile(ctx context.Context) bool {
 			r.transition(api.GroupStopping, "StopRequested", "stopping on request")
 			r.stopAll(ctx, "StopRequested")
 		}
-		if ctx.Err() == nil {
-			r.retryAt = time.Time{}
-			r.transition(api.GroupStopped, "StopRequested", "stopped on request")
+		if ctx.Err() != nil {
+			return false
+		}
+		r.retryAt = time.Time{}
+		r.transition(api.GroupStopped, "StopRequested", "stopped on request")
+		r.stoppedOnRequest = true
+		// A spec changed while stopped is applied now, so that the next
+		// start runs the new spec, not the old containers.
+		if h := r.currentHash(); h != "" && h != want.group.SpecHash && len(r.ctrs) > 0 {
+			if !r.deleteContainers(ctx) {
+				return false
+			}
+			r.tracker = newRestartTracker(want.group.Spec.Restart, backoffOf(want.group.Spec, r.s.cfg.Backoff))
 		}
 		r.adoptSpec(want.group)
 		return false
 	}
 	g := want.group
+	if g.Hold != "" && !r.anyRunning() {
+		r.adoptSpec(g)
+		r.transition(api.GroupPending, "WaitingForDependency", g.Hold)
+		return false
+	}
 	switch {
 	case r.applied == nil && r.recoveredHash != "" && r.recoveredHash == g.SpecHash:
 		r.adoptSpec(g)
-		if r.countRunning() == len(r.ctrs) {
+		if r.countRunning() == r.countLongRunning() {
 			r.transition(api.GroupRunning, "Reattached", fmt.Sprintf("reattached to %d running containers", r.countRunning()))
 		} else {
-			r.event(api.EventNormal, "", "Reattached", fmt.Sprintf("reattached to %d of %d containers", r.countRunning(), len(r.ctrs)))
+			r.transition(api.GroupPending, "Reattached", fmt.Sprintf("reattached to %d of %d containers", r.countRunning(), r.countLongRunning()))
 		}
-	case r.applied == nil || r.applied.SpecHash != g.SpecHash:
+	case r.currentHash() != g.SpecHash || r.applied == nil:
 		if len(r.ctrs) > 0 {
 			from := "unknown"
 			if r.applied != nil {
@@ -311,25 +392,33 @@ func (r *runner) reconcile(ctx context.Context) bool {
 				return false
 			}
 		}
-		r.tracker = newRestartTracker(g.Spec.Restart, r.s.cfg.Backoff)
+		r.tracker = newRestartTracker(g.Spec.Restart, backoffOf(g.Spec, r.s.cfg.Backoff))
+		r.everRunning = false
 		r.adoptSpec(g)
 		r.retryAt = time.Time{}
 		r.transition(api.GroupPending, "Accepted", fmt.Sprintf("generation %d", g.Generation))
 	default:
 		r.adoptSpec(g)
-		if st := r.state(); st == api.GroupStopped || st == api.GroupFailed {
-			if !r.anyToStart() {
-				// Start after a stop: every container runs again.
-				for _, c := range r.ctrs {
-					c.done = false
-				}
-				r.tracker.reset()
+		if st := r.state(); st == api.GroupStopped || st == api.GroupFailed || st == api.GroupEvicted {
+			if !r.stoppedOnRequest && !restart {
+				return false // the restart policy ended it; only a start brings it back
 			}
+			// Start after a stop: every container runs again, init
+			// containers first.
+			r.stoppedOnRequest = false
+			for _, c := range r.ctrs {
+				c.done, c.initDone = false, false
+			}
+			r.everRunning = false
+			r.tracker.reset()
 		}
 	}
 	for _, c := range r.ctrs {
 		if c.unknown {
 			r.attach(ctx, c)
+		}
+		if c.running && c.stopProbe == nil {
+			r.superviseTask(ctx, c, false) // reattached: probes resume
 		}
 	}
 	if !r.retryAt.IsZero() && time.Now().Before(r.retryAt) {
@@ -338,7 +427,7 @@ func (r *runner) reconcile(ctx context.Context) bool {
 	r.retryAt = time.Time{}
 	if r.anyToStart() {
 		r.start(ctx)
-	} else if r.countRunning() == len(r.ctrs) && len(r.ctrs) > 0 {
+	} else if r.countRunning() == r.countLongRunning() && r.countLongRunning() > 0 {
 		r.transition(api.GroupRunning, r.status.Reason, r.status.Message)
 	}
 	return false
@@ -349,6 +438,7 @@ func (r *runner) reconcile(ctx context.Context) bool {
 func (r *runner) adoptSpec(g Group) {
 	r.applied = &g
 	r.tracker.policy = g.Spec.Restart
+	r.tracker.backoff = backoffOf(g.Spec, r.s.cfg.Backoff)
 	order := make([]string, 0, len(g.Spec.Containers))
 	for i := range g.Spec.Containers {
 		cs := &g.Spec.Containers[i]
@@ -358,9 +448,20 @@ func (r *runner) adoptSpec(g Group) {
 			r.ctrs[cs.Name] = c
 		}
 		c.spec = cs
+		if c.role() == api.RoleInit && r.everRunning && !c.running {
+			c.initDone = true // the group runs: its init containers ran
+		}
 		order = append(order, cs.Name)
 	}
 	r.order = order
+}
+
+// currentHash is the spec hash of the containers that exist now.
+func (r *runner) currentHash() string {
+	if r.applied != nil {
+		return r.applied.SpecHash
+	}
+	return r.recoveredHash
 }
 
 func (r *runner) anyRunning() bool { return r.countRunning() > 0 }
@@ -377,193 +478,29 @@ func (r *runner) countRunning() int {
 
 func (r *runner) anyToStart() bool {
 	for _, n := range r.order {
-		if c := r.ctrs[n]; !c.running && !c.done && !c.unknown {
+		c := r.ctrs[n]
+		if c.role() == api.RoleInit {
+			if !c.initDone {
+				return true
+			}
+			continue
+		}
+		if !c.running && !c.done && !c.unknown {
 			return true
 		}
 	}
 	return false
 }
 
-// start creates what is missing and starts every container that should
-// run. If nothing of the group was running before, a failure rolls the
-// whole attempt back: containers, sandbox.
-func (r *runner) start(ctx context.Context) {
-	fresh := r.countRunning() == 0
-	reason := "Starting"
-	if !fresh {
-		reason = "Restarting"
-	}
-	r.transition(api.GroupStarting, reason, "")
-	err := r.startContainers(ctx)
-	if ctx.Err() != nil {
-		return
-	}
-	if err != nil {
-		if fresh {
-			r.rollback(ctx)
-		}
-		d := r.tracker.onStartFailure(!errors.Is(err, api.ErrInvalid))
-		if d.Restart {
-			r.retryAt = time.Now().Add(d.Delay)
-			r.transition(api.GroupBackOff, failureReason(err), fmt.Sprintf("%v; retrying in %s", err, d.Delay.Round(time.Millisecond)))
-		} else {
-			r.transition(api.GroupFailed, failureReason(err), err.Error())
-		}
-		return
-	}
-	r.mu.Lock()
-	if r.status.StartedAt.IsZero() || fresh {
-		r.status.StartedAt = time.Now()
-	}
-	r.mu.Unlock()
-	r.transition(api.GroupRunning, "Started", fmt.Sprintf("%d/%d containers running", r.countRunning(), len(r.order)))
-}
-
-func failureReason(err error) string {
-	var ie *imageError
-	switch {
-	case errors.As(err, &ie):
-		return "ImageUnavailable"
-	case errors.Is(err, api.ErrInvalid):
-		return "InvalidSpec"
-	}
-	return "StartFailed"
-}
-
-type imageError struct{ err error }
-
-func (e *imageError) Error() string { return e.err.Error() }
-func (e *imageError) Unwrap() error { return e.err }
-
-func (r *runner) startContainers(ctx context.Context) error {
-	g := r.applied
-	sb, err := r.s.cfg.Sandboxes.Ensure(ctx, g.Spec)
-	if err != nil {
-		return err
-	}
-	r.sandbox = sb
-	var todo []*ctr
-	for _, n := range r.order {
-		if c := r.ctrs[n]; !c.running && !c.done && !c.unknown {
-			todo = append(todo, c)
-		}
-	}
-	images := map[string]*ImageConfig{}
-	for _, c := range todo {
-		if c.created || images[c.spec.Image] != nil {
-			continue
-		}
-		ic, err := r.s.cfg.Runtime.EnsureImage(ctx, c.spec.Image)
-		if err != nil {
-			return &imageError{fmt.Errorf("container %q: %w", c.name, err)}
-		}
-		images[c.spec.Image] = ic
-	}
-	for _, c := range todo {
-		if c.created {
-			continue
-		}
-		cfg, err := r.containerConfig(c, images[c.spec.Image])
-		if err != nil {
-			return err
-		}
-		if err := r.s.cfg.Runtime.CreateContainer(ctx, cfg); err != nil {
-			if !errors.Is(err, api.ErrAlreadyExists) {
-				return err
-			}
-			// Left over from an attempt that died: replace it.
-			if err := r.s.cfg.Runtime.DeleteContainer(ctx, c.id); err != nil {
-				return err
-			}
-			if err := r.s.cfg.Runtime.CreateContainer(ctx, cfg); err != nil {
-				return err
-			}
-		}
-		c.created, c.labels = true, cfg.Labels
-	}
-	// A shared PID namespace belongs to the first container: start it first.
-	first := 0
-	if g.Spec.SharePID && len(todo) > 0 {
-		first = 1
-		if err := r.startTask(ctx, todo[0]); err != nil {
-			return err
-		}
-	}
-	// Start the rest at once. The tasks' exit channels live as long as
-	// supervision (ctx), not as long as this errgroup.
-	var eg errgroup.Group
-	var mu sync.Mutex
-	for _, c := range todo[first:] {
-		eg.Go(func() error {
-			info, exitC, err := r.s.cfg.Runtime.StartTask(ctx, c.id)
-			if err != nil {
-				return err
-			}
-			mu.Lock()
-			r.started(ctx, c, info, exitC)
-			mu.Unlock()
-			return nil
-		})
-	}
-	return eg.Wait()
-}
-
-func (r *runner) startTask(ctx context.Context, c *ctr) error {
-	info, exitC, err := r.s.cfg.Runtime.StartTask(ctx, c.id)
-	if err != nil {
-		return err
-	}
-	r.started(ctx, c, info, exitC)
-	return nil
-}
-
-func (r *runner) started(ctx context.Context, c *ctr, info TaskInfo, exitC <-chan ExitStatus) {
-	c.running, c.pid, c.startedAt, c.reason = true, info.PID, info.StartedAt, ""
-	c.exitCode, c.finishedAt = nil, time.Time{}
-	c.taskGen++
-	r.watch(ctx, c.name, c.taskGen, exitC)
-	r.event(api.EventNormal, c.name, "Started", fmt.Sprintf("started container %s (pid %d)", c.name, c.pid))
-}
-
-func (r *runner) containerConfig(c *ctr, ic *ImageConfig) (*ContainerConfig, error) {
-	g := r.applied
-	sig := string(c.spec.StopSignal)
-	if sig == "" && ic != nil && ic.StopSignal != "" {
-		sig = ic.StopSignal
-	}
-	if sig == "" {
-		sig = "SIGTERM"
-	}
-	labels := map[string]string{
-		LabelGroup:      r.name,
-		LabelContainer:  c.name,
-		LabelGeneration: strconv.FormatInt(g.Generation, 10),
-		LabelSpecHash:   g.SpecHash,
-		LabelStopSignal: sig,
-		LabelGrace:      g.Spec.GracePeriod.D().String(),
-	}
-	for k, v := range g.Spec.Labels {
-		labels[LabelUserPrefix+k] = v
-	}
-	mounts, err := r.sandbox.Mounts(c.spec)
-	if err != nil {
-		return nil, err
-	}
-	ns := r.sandbox.Namespaces()
-	if g.Spec.SharePID {
-		if first := r.ctrs[r.order[0]]; first != c && first.running {
-			ns = append(ns, specs.LinuxNamespace{Type: specs.PIDNamespace, Path: fmt.Sprintf("/proc/%d/ns/pid", first.pid)})
-		}
-	}
-	env := append([]string{"BERTH_GROUP=" + r.name}, g.Env...)
-	return &ContainerConfig{ID: c.id, Group: r.name, Spec: c.spec, Labels: labels, Hostname: r.name,
-		Namespaces: ns, Mounts: mounts, Env: env, ShimGroup: r.name}, nil
-}
-
 // onExit handles a task exit seen by the main loop.
 func (r *runner) onExit(ctx context.Context, ex exitMsg) {
 	c := r.recordExit(ctx, ex)
-	if c == nil || c.unknown {
+	if c == nil || c.unknown || r.applied == nil {
+		return // without a spec yet, the policy is unknown: reconcile decides
+	}
+	if c.role() == api.RoleInit && *c.exitCode == 0 {
+		c.initDone = true
+		r.event(api.EventNormal, c.name, "Completed", fmt.Sprintf("init container %s completed", c.name))
 		return
 	}
 	d := r.tracker.onExit(*c.exitCode, c.startedAt, time.Now(), true)
@@ -604,6 +541,7 @@ func (r *runner) recordExit(ctx context.Context, ex exitMsg) *ctr {
 		return nil
 	}
 	c.running = false
+	r.endTask(c)
 	if ex.st.Err != nil {
 		if ctx.Err() != nil {
 			return nil // supervision ended; the task is not ours to judge

@@ -44,46 +44,87 @@ func specSignal(c *ctr) api.Signal {
 }
 
 // stopAll runs the stop sequence on every running container of the group
-// within one grace period: stop signal, wait, SIGKILL at the deadline,
-// delete the tasks. It returns false if supervision ended before it was
-// done (the containers are then left as they are).
+// within one grace period, in reverse start order: main containers first,
+// then sidecars once the mains are gone. Each container gets its pre_stop
+// hook, then its stop signal; whatever still runs at the deadline gets
+// SIGKILL. It returns false if supervision ended before it was done (the
+// containers are then left as they are).
 func (r *runner) stopAll(ctx context.Context, reason string) bool {
-	grace := r.grace()
-	deadline := time.Now().Add(grace)
-	var pending []*ctr
+	deadline := time.Now().Add(r.grace())
+	var mains, sidecars []*ctr
 	for _, n := range r.order {
 		c := r.ctrs[n]
 		if !c.running {
 			continue
 		}
 		c.done = true // whatever the policy, a stopped container stays stopped
-		sig := r.stopSignal(c)
-		if err := r.s.cfg.Runtime.Kill(ctx, c.id, sig, false); err != nil {
-			if errors.Is(err, api.ErrNotFound) {
-				c.running = false
-				continue
-			}
-			r.log.Warn("stop signal", "container", c.name, "err", err)
+		if c.role() == api.RoleSidecar {
+			sidecars = append(sidecars, c)
+		} else {
+			mains = append(mains, c)
 		}
+	}
+	if !r.stopContainers(ctx, mains, deadline, reason, true) {
+		return false
+	}
+	return r.stopContainers(ctx, sidecars, deadline, reason, true)
+}
+
+// stopContainers stops cs by the deadline: pre_stop hooks and stop
+// signals at once, then the wait, then SIGKILL at the deadline no matter
+// what a hook is still doing.
+func (r *runner) stopContainers(ctx context.Context, cs []*ctr, deadline time.Time, reason string, markDone bool) bool {
+	var pending []*ctr
+	grace := time.Until(deadline).Round(time.Millisecond)
+	for _, c := range cs {
+		if !c.running {
+			continue
+		}
+		if markDone {
+			c.done = true
+		}
+		sig := r.stopSignal(c)
 		r.event(api.EventNormal, c.name, "Killing", fmt.Sprintf("stopping container %s with %s, grace period %s (%s)", c.name, unixSignalName(sig), grace, reason))
 		pending = append(pending, c)
+		var hook *api.Hook
+		if c.spec != nil {
+			hook = c.spec.PreStop
+		}
+		id, env, name := c.id, r.actionEnv(c), c.name
+		go func() {
+			if hook != nil {
+				hctx, cancel := context.WithDeadline(ctx, deadline)
+				st, err := runHook(hctx, "pre_stop", env, hook)
+				cancel()
+				select {
+				case r.health <- healthMsg{container: name, gen: -1, hook: &st, hookErr: err}:
+				default:
+				}
+			}
+			if time.Now().Before(deadline) {
+				if err := r.s.cfg.Runtime.Kill(ctx, id, sig, false); err != nil && !errors.Is(err, api.ErrNotFound) {
+					r.log.Warn("stop signal", "container", name, "err", err)
+				}
+			}
+		}()
 	}
-	if !r.waitExits(ctx, pending, deadline) {
-		if ctx.Err() != nil {
-			return false
+	if r.waitExits(ctx, pending, deadline) {
+		return true
+	}
+	if ctx.Err() != nil {
+		return false
+	}
+	for _, c := range pending {
+		if !c.running {
+			continue
 		}
-		for _, c := range pending {
-			if !c.running {
-				continue
-			}
-			if err := r.s.cfg.Runtime.Kill(ctx, c.id, syscall.SIGKILL, true); err != nil && !errors.Is(err, api.ErrNotFound) {
-				r.log.Warn("SIGKILL", "container", c.name, "err", err)
-			}
-			r.event(api.EventWarning, c.name, "KilledAtGrace", fmt.Sprintf("container %s did not exit within %s; sent SIGKILL", c.name, grace))
+		if err := r.s.cfg.Runtime.Kill(ctx, c.id, syscall.SIGKILL, true); err != nil && !errors.Is(err, api.ErrNotFound) {
+			r.log.Warn("SIGKILL", "container", c.name, "err", err)
 		}
-		if !r.waitExits(ctx, pending, time.Now().Add(r.s.cfg.KillWait)) && ctx.Err() != nil {
-			return false
-		}
+		r.event(api.EventWarning, c.name, "KilledAtGrace", fmt.Sprintf("container %s did not exit within %s; sent SIGKILL", c.name, grace))
+	}
+	if !r.waitExits(ctx, pending, time.Now().Add(r.s.cfg.KillWait)) && ctx.Err() != nil {
+		return false
 	}
 	return ctx.Err() == nil
 }
@@ -109,6 +150,8 @@ func (r *runner) waitExits(ctx context.Context, cs []*ctr, deadline time.Time) b
 		case ex := <-r.exits:
 			r.recordExit(ctx, ex)
 			r.publish()
+		case h := <-r.health:
+			r.recordHook(h)
 		case <-timer.C:
 			return false
 		}

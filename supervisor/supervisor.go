@@ -26,6 +26,9 @@ type Group struct {
 	// Source is reported in the status: a file path or "api".
 	Source   string
 	Priority int64
+	// Hold, when set, keeps a group that is not running from starting and
+	// says why (e.g. a dependency that is not ready).
+	Hold string
 }
 
 // EventSink receives events. It must not block (the agent's event hub
