@@ -124,6 +124,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.mu.Unlock()
 
 	eg.Go(func() error { return a.watchFiles(ctx) })
+	eg.Go(func() error { return a.watchDependencies(ctx) })
 	eg.Go(func() error {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			return fmt.Errorf("admin API: %w", err)

@@ -29,6 +29,8 @@ type groupEntry struct {
 	// SpecError is the last error of the group's file, when it was changed
 	// into something invalid; the group keeps its last valid spec.
 	SpecError string
+	// hold is the dependency wait last handed to the supervisor.
+	hold string
 }
 
 // persisted is what the agent keeps across restarts besides applied
@@ -169,7 +171,9 @@ func (a *Agent) pushLocked(name string) {
 		return
 	}
 	prio, _ := a.priority(g.Spec)
+	g.hold = a.holdLocked(g)
 	a.sup.Set(supervisor.Group{
+		Hold:       g.hold,
 		Spec:       g.Spec,
 		Generation: g.Generation,
 		SpecHash:   g.Hash,

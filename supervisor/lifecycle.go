@@ -76,7 +76,7 @@ func (r *runner) superviseTask(ctx context.Context, c *ctr, fresh bool) {
 		c.ready = false
 		gen, env, hook := c.taskGen, r.actionEnv(c), c.spec.PostStart
 		go func() {
-			hctx, hcancel := context.WithTimeout(pctx, hook.Timeout.D())
+			hctx, hcancel := context.WithTimeout(pctx, hookTimeout(hook))
 			defer hcancel()
 			st, err := runHook(hctx, "post_start", env, hook)
 			select {

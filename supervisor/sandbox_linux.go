@@ -189,20 +189,34 @@ func pinNamespace(path string, flag int) error {
 		return err
 	}
 	f.Close()
+	kind := "net"
+	if flag == unix.CLONE_NEWIPC {
+		kind = "ipc"
+	}
 	errc := make(chan error, 1)
 	go func() {
-		// This thread's namespace is changed for good: keep it locked so the
-		// Go runtime destroys it when the goroutine ends.
+		// The thread stays locked and so is never reused. It also goes back
+		// to its own namespace when done: if it is the main thread, the Go
+		// runtime parks it instead of ending it, and it would keep the new
+		// namespace alive after the group is deleted.
 		runtime.LockOSThread()
+		self := "/proc/" + strconv.Itoa(os.Getpid()) + "/task/" + strconv.Itoa(unix.Gettid()) + "/ns/" + kind
+		orig, err := os.Open(self)
+		if err != nil {
+			errc <- err
+			return
+		}
+		defer orig.Close()
+		defer func() {
+			if err := unix.Setns(int(orig.Fd()), flag); err == nil {
+				runtime.UnlockOSThread()
+			}
+		}()
 		if err := unix.Unshare(flag); err != nil {
 			errc <- fmt.Errorf("unshare: %w", err)
 			return
 		}
-		kind := "net"
-		if flag == unix.CLONE_NEWIPC {
-			kind = "ipc"
-		}
-		src := "/proc/" + strconv.Itoa(os.Getpid()) + "/task/" + strconv.Itoa(unix.Gettid()) + "/ns/" + kind
+		src := self
 		if err := unix.Mount(src, path, "none", unix.MS_BIND, ""); err != nil {
 			errc <- fmt.Errorf("pin %s: %w", path, err)
 			return
