@@ -93,7 +93,11 @@ func (r *runner) stopContainers(ctx context.Context, cs []*ctr, deadline time.Ti
 		id, env, name := c.id, r.actionEnv(c), c.name
 		go func() {
 			if hook != nil {
-				hctx, cancel := context.WithDeadline(ctx, deadline)
+				hd := deadline
+				if hook.Timeout > 0 && time.Now().Add(hook.Timeout.D()).Before(hd) {
+					hd = time.Now().Add(hook.Timeout.D())
+				}
+				hctx, cancel := context.WithDeadline(ctx, hd)
 				st, err := runHook(hctx, "pre_stop", env, hook)
 				cancel()
 				select {
