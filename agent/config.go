@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/BurntSushi/toml"
 
@@ -36,10 +37,42 @@ type Config struct {
 	// PriorityClasses names priorities groups can use instead of numbers.
 	PriorityClasses map[string]int64 `toml:"priority_classes"`
 
+	Node       NodeConfig       `toml:"node"`
+	Eviction   EvictionConfig   `toml:"eviction"`
 	Containerd ContainerdConfig `toml:"containerd"`
 	Volumes    VolumesConfig    `toml:"volumes"`
 	Logs       LogsConfig       `toml:"logs"`
 	Registry   RegistryConfig   `toml:"registry"`
+}
+
+// NodeConfig is what groups may ask of this node in all. Zero values
+// mean the machine's total minus Reserved.
+type NodeConfig struct {
+	CPU      api.MilliCPU   `toml:"cpu"`
+	Memory   api.ByteSize   `toml:"memory"`
+	Pids     int64          `toml:"pids"`
+	Reserved ReservedConfig `toml:"reserved"`
+}
+
+// ReservedConfig is kept back for the system and the agent.
+type ReservedConfig struct {
+	CPU    api.MilliCPU `toml:"cpu"`
+	Memory api.ByteSize `toml:"memory"`
+	Pids   int64        `toml:"pids"`
+}
+
+// EvictionConfig drives the node-pressure monitor. Below MemoryHard
+// available memory, or below MemorySoft for SoftGrace, the lowest-priority
+// group using more than its request is evicted, one at a time. HardGrace,
+// when set, caps the grace period of hard evictions.
+type EvictionConfig struct {
+	MemorySoft api.ByteSize `toml:"memory_soft"`
+	SoftGrace  api.Duration `toml:"soft_grace"`
+	MemoryHard api.ByteSize `toml:"memory_hard"`
+	HardGrace  api.Duration `toml:"hard_grace"`
+	// PidsHard: fewer free pids than this is hard pressure.
+	PidsHard int64        `toml:"pids_hard"`
+	Interval api.Duration `toml:"interval"`
 }
 
 // ContainerdConfig says which containerd to drive.
@@ -104,6 +137,13 @@ func DefaultConfig() Config {
 			Runtime:     "io.containerd.runc.v2",
 		},
 		Logs: LogsConfig{MaxSize: 10 << 20, MaxFiles: 3},
+		Node: NodeConfig{Reserved: ReservedConfig{CPU: 100, Memory: 256 << 20, Pids: 1024}},
+		Eviction: EvictionConfig{
+			MemoryHard: 100 << 20,
+			SoftGrace:  api.Duration(30 * time.Second),
+			PidsHard:   256,
+			Interval:   api.Duration(time.Second),
+		},
 		PriorityClasses: map[string]int64{
 			"system": 1000000,
 			"high":   1000,
@@ -181,6 +221,15 @@ func (c *Config) Validate() error {
 			continue
 		}
 		c.Volumes.HostPathPrefixes[i] = filepath.Clean(p)
+	}
+	if c.Node.CPU < 0 || c.Node.Memory < 0 || c.Node.Pids < 0 || c.Node.Reserved.CPU < 0 || c.Node.Reserved.Memory < 0 || c.Node.Reserved.Pids < 0 {
+		errs = append(errs, errors.New("node: capacities and reserved amounts must not be negative"))
+	}
+	if c.Eviction.MemorySoft > 0 && c.Eviction.MemorySoft < c.Eviction.MemoryHard {
+		errs = append(errs, fmt.Errorf("eviction.memory_soft %s: must be above memory_hard %s", c.Eviction.MemorySoft, c.Eviction.MemoryHard))
+	}
+	if c.Eviction.Interval <= 0 {
+		errs = append(errs, errors.New("eviction.interval: must be positive, e.g. \"1s\""))
 	}
 	if c.Logs.MaxSize < 1<<20 {
 		errs = append(errs, fmt.Errorf("logs.max_size %s: must be at least 1MiB", c.Logs.MaxSize))

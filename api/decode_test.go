@@ -134,7 +134,7 @@ func TestDecodeErrors(t *testing.T) {
 			[]wantErr{{2, 1, "grace", "", `unknown key "grace"; did you mean "grace_period"?`}}},
 		{"unknown key with no close match lists the keys",
 			edit(t, base, 34, `  swap = "1GiB"`),
-			[]wantErr{{34, 3, "container[1].resources.swap", "sidecar", `the keys here are "cpu", "memory" and "pids"`}}},
+			[]wantErr{{34, 3, "container[1].resources.swap", "sidecar", `the keys here are "cpu", "memory", "pids" and "requests"`}}},
 		{"container key at top level says where it belongs",
 			edit(t, base, 2, `image = "busybox"`),
 			[]wantErr{{2, 1, "image", "", `"image" belongs in a [[container]] table`}}},

@@ -14,6 +14,7 @@ package api
 //	GET    /v1/groups/{name}/logs           LogEntry stream; query: container, follow=1,
 //	                                        tail=N, since=RFC3339 time or duration ("10m")
 //	GET    /v1/events                       []Event, or a stream with follow=1; query: group
+//	GET    /v1/node                         NodeStatus
 //	GET    /v1/images                       []ImageInfo
 //	POST   /v1/images/import?name=REF       body: OCI or docker archive → []ImageInfo
 //	POST   /v1/images/pull?ref=REF          ImageInfo (credentials from the agent's
@@ -24,6 +25,7 @@ const (
 	PathGroups  = "/v1/groups"
 	PathEvents  = "/v1/events"
 	PathImages  = "/v1/images"
+	PathNode    = "/v1/node"
 )
 
 // ContentTypeNDJSON is the content type of streams.

@@ -1,6 +1,11 @@
 package api
 
-import "time"
+import (
+	"strconv"
+	"time"
+)
+
+func itoa(n int64) string { return strconv.FormatInt(n, 10) }
 
 // SchemaVersion is the only group file schema this build understands.
 const SchemaVersion = 1
@@ -33,6 +38,12 @@ type GroupSpec struct {
 	After []string `toml:"after" json:"after,omitempty"`
 	// RestartBackoff tunes the delay between restarts.
 	RestartBackoff BackoffSpec `toml:"restart_backoff" json:"restart_backoff"`
+	// Preemptible false protects the group from eviction by higher
+	// priorities (node pressure may still evict it). Default true.
+	Preemptible *bool `toml:"preemptible" json:"preemptible,omitempty"`
+	// OnEvict: "wait" (default) returns the group when room appears;
+	// "stop" leaves it stopped.
+	OnEvict EvictPolicy `toml:"on_evict" json:"on_evict,omitempty"`
 
 	Volumes    []VolumeSpec    `toml:"volume" json:"volumes,omitempty"`
 	Containers []ContainerSpec `toml:"container" json:"containers"`
@@ -191,13 +202,91 @@ type MountSpec struct {
 	ReadOnly bool   `toml:"read_only" json:"read_only,omitempty"`
 }
 
-// ResourceSpec holds a container's limits, applied to its cgroup.
-// Zero means unlimited.
+// ResourceSpec holds a container's limits, applied to its cgroup (zero
+// means unlimited), and its requests, which admission counts.
 type ResourceSpec struct {
 	CPU    MilliCPU `toml:"cpu" json:"cpu,omitempty"`
 	Memory ByteSize `toml:"memory" json:"memory,omitempty"`
 	Pids   int64    `toml:"pids" json:"pids,omitempty"`
+	// Requests default to the limits.
+	Requests RequestSpec `toml:"requests" json:"requests"`
 }
+
+// RequestSpec is what a container asks of the node.
+type RequestSpec struct {
+	CPU    MilliCPU `toml:"cpu" json:"cpu,omitempty"`
+	Memory ByteSize `toml:"memory" json:"memory,omitempty"`
+}
+
+// Resources is an amount of node resources.
+type Resources struct {
+	CPU    MilliCPU `json:"cpu"`
+	Memory ByteSize `json:"memory"`
+	Pids   int64    `json:"pids"`
+}
+
+// Add returns r + o.
+func (r Resources) Add(o Resources) Resources {
+	return Resources{CPU: r.CPU + o.CPU, Memory: r.Memory + o.Memory, Pids: r.Pids + o.Pids}
+}
+
+// Sub returns r - o.
+func (r Resources) Sub(o Resources) Resources {
+	return Resources{CPU: r.CPU - o.CPU, Memory: r.Memory - o.Memory, Pids: r.Pids - o.Pids}
+}
+
+// Fits reports whether r fits in free.
+func (r Resources) Fits(free Resources) bool {
+	return r.CPU <= free.CPU && r.Memory <= free.Memory && r.Pids <= free.Pids
+}
+
+// Max returns the larger of r and o in each resource.
+func (r Resources) Max(o Resources) Resources {
+	return Resources{CPU: max(r.CPU, o.CPU), Memory: max(r.Memory, o.Memory), Pids: max(r.Pids, o.Pids)}
+}
+
+func (r Resources) String() string {
+	return "cpu " + r.CPU.String() + ", memory " + r.Memory.String() + ", pids " + itoa(r.Pids)
+}
+
+// Request is what the container asks: its requests, else its limits.
+func (c *ContainerSpec) Request() Resources {
+	r := Resources{CPU: c.Resources.Requests.CPU, Memory: c.Resources.Requests.Memory, Pids: c.Resources.Pids}
+	if r.CPU == 0 {
+		r.CPU = c.Resources.CPU
+	}
+	if r.Memory == 0 {
+		r.Memory = c.Resources.Memory
+	}
+	return r
+}
+
+// Request is what the group asks of the node: the sum over its long
+// running containers, or an init container's ask if that is larger (init
+// containers run one at a time, before the others).
+func (g *GroupSpec) Request() Resources {
+	var sum, initMax Resources
+	for i := range g.Containers {
+		c := &g.Containers[i]
+		if c.EffectiveRole() == RoleInit {
+			initMax = initMax.Max(c.Request())
+		} else {
+			sum = sum.Add(c.Request())
+		}
+	}
+	return sum.Max(initMax)
+}
+
+// IsPreemptible says whether higher priorities may evict the group.
+func (g *GroupSpec) IsPreemptible() bool { return g.Preemptible == nil || *g.Preemptible }
+
+// EvictPolicy says what happens to an evicted group.
+type EvictPolicy string
+
+const (
+	EvictWait EvictPolicy = "wait"
+	EvictStop EvictPolicy = "stop"
+)
 
 // Container returns the container spec with the given name.
 func (g *GroupSpec) Container(name string) (*ContainerSpec, bool) {

@@ -30,12 +30,14 @@ const (
 
 // GroupStatus is what `agentctl get` and `describe` show of one group.
 type GroupStatus struct {
-	Name       string     `json:"name"`
-	State      GroupState `json:"state"`
-	Reason     string     `json:"reason,omitempty"`
-	Message    string     `json:"message,omitempty"`
-	Priority   int64      `json:"priority"`
-	Generation int64      `json:"generation"`
+	Name     string     `json:"name"`
+	State    GroupState `json:"state"`
+	Reason   string     `json:"reason,omitempty"`
+	Message  string     `json:"message,omitempty"`
+	Priority int64      `json:"priority"`
+	// Request is what admission counts for the group.
+	Request    Resources `json:"request"`
+	Generation int64     `json:"generation"`
 	// Source is the file that defines the group, or "api".
 	Source string `json:"source"`
 	// SpecError is set when the source file was changed into something
@@ -191,4 +193,21 @@ type ErrorBody struct {
 	Class string `json:"class"`
 	// Details lists every problem found in the input, with positions.
 	Details []FieldError `json:"details,omitempty"`
+}
+
+// NodeStatus is what `agentctl node` shows: capacity and its use.
+type NodeStatus struct {
+	Name string `json:"name"`
+	// Allocatable is what groups may ask in all; Allocated what admitted
+	// groups ask; Free the difference.
+	Allocatable Resources `json:"allocatable"`
+	Allocated   Resources `json:"allocated"`
+	Free        Resources `json:"free"`
+	// MemoryAvailable is the kernel's MemAvailable, read by the pressure
+	// monitor; Pressure says which eviction threshold is crossed, if any.
+	MemoryAvailable ByteSize `json:"memory_available"`
+	Pressure        string   `json:"pressure,omitempty"`
+	Admitted        int      `json:"admitted"`
+	Pending         int      `json:"pending"`
+	Evicted         int      `json:"evicted"`
 }
