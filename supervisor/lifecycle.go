@@ -15,6 +15,16 @@ type healthMsg struct {
 	probe     *probeResult
 	hook      *api.HookStatus
 	hookErr   error
+	oom       bool // the kernel OOM-killed a process of the container
+}
+
+// noteOOM records an OOM kill reported for a container. Safe from any
+// goroutine; never blocks.
+func (r *runner) noteOOM(container string) {
+	select {
+	case r.health <- healthMsg{container: container, oom: true}:
+	default:
+	}
 }
 
 // backoffOf returns the group's restart backoff, defaults filled in.
@@ -128,6 +138,10 @@ func (r *runner) endTask(c *ctr) {
 
 // onHealth applies a probe result or hook outcome.
 func (r *runner) onHealth(ctx context.Context, h healthMsg) {
+	if h.oom {
+		r.onOOM(h.container)
+		return
+	}
 	if h.gen < 0 {
 		r.recordHook(h) // a pre_stop hook that finished after its stop
 		return
@@ -243,5 +257,23 @@ func (r *runner) recordHook(h healthMsg) {
 	c.hooks[h.hook.Kind] = *h.hook
 	if h.hookErr != nil {
 		r.event(api.EventWarning, c.name, "PreStopHookFailed", fmt.Sprintf("pre_stop hook of %s: %v", c.name, h.hookErr))
+	}
+}
+
+// onOOM marks the container's current task as OOM-killed; the OOM event
+// and the exit come on different streams, so either may come first.
+func (r *runner) onOOM(name string) {
+	c := r.ctrs[name]
+	if c == nil {
+		return
+	}
+	if c.running {
+		c.oomSeen = true
+		return
+	}
+	if c.exitCode != nil && time.Since(c.finishedAt) < 5*time.Second && !c.oom {
+		c.oom, c.reason = true, "OOMKilled"
+		r.event(api.EventWarning, c.name, "OOMKilled", fmt.Sprintf("container %s was killed for using more memory than its limit", c.name))
+		r.publish()
 	}
 }

@@ -47,6 +47,8 @@ type ctr struct {
 	taskGen    int // which start an exit belongs to
 	oom        bool
 
+	oomSeen bool // an OOM event came for the current task
+
 	// Lifecycle and health.
 	initDone  bool // an init container that completed in this run
 	ready     bool // readiness verdict (running, when it has no probe)
@@ -346,15 +348,23 @@ func (r *runner) reconcile(ctx context.Context) bool {
 		return false // nothing asked yet
 	}
 	if !want.group.Run {
+		cause := StopCause{State: api.GroupStopped, Reason: "StopRequested", Message: "stopped on request"}
+		if want.group.Stop != nil {
+			cause = *want.group.Stop
+		}
 		if r.anyRunning() {
-			r.transition(api.GroupStopping, "StopRequested", "stopping on request")
-			r.stopAll(ctx, "StopRequested")
+			r.transition(api.GroupStopping, cause.Reason, "stopping: "+cause.Message)
+			grace := r.grace()
+			if cause.Grace != nil && *cause.Grace < grace {
+				grace = *cause.Grace
+			}
+			r.stopAllWithin(ctx, cause.Reason, grace)
 		}
 		if ctx.Err() != nil {
 			return false
 		}
 		r.retryAt = time.Time{}
-		r.transition(api.GroupStopped, "StopRequested", "stopped on request")
+		r.transition(cause.State, cause.Reason, cause.Message)
 		r.stoppedOnRequest = true
 		// A spec changed while stopped is applied now, so that the next
 		// start runs the new spec, not the old containers.
@@ -369,8 +379,13 @@ func (r *runner) reconcile(ctx context.Context) bool {
 	}
 	g := want.group
 	if g.Hold != "" && !r.anyRunning() {
+		reason := g.HoldReason
+		if reason == "" {
+			reason = "WaitingForDependency"
+		}
 		r.adoptSpec(g)
-		r.transition(api.GroupPending, "WaitingForDependency", g.Hold)
+		r.stoppedOnRequest = true // once released, it starts
+		r.transition(api.GroupPending, reason, g.Hold)
 		return false
 	}
 	switch {
@@ -498,6 +513,10 @@ func (r *runner) onExit(ctx context.Context, ex exitMsg) {
 	if c == nil || c.unknown || r.applied == nil {
 		return // without a spec yet, the policy is unknown: reconcile decides
 	}
+	if c.oom {
+		c.reason = "OOMKilled"
+		r.event(api.EventWarning, c.name, "OOMKilled", fmt.Sprintf("container %s was killed for using more memory than its limit", c.name))
+	}
 	if c.role() == api.RoleInit && *c.exitCode == 0 {
 		c.initDone = true
 		r.event(api.EventNormal, c.name, "Completed", fmt.Sprintf("init container %s completed", c.name))
@@ -553,6 +572,7 @@ func (r *runner) recordExit(ctx context.Context, ex exitMsg) *ctr {
 	}
 	code := ex.st.Code
 	c.exitCode, c.finishedAt = &code, ex.st.ExitedAt
+	c.oom, c.oomSeen = c.oomSeen, false
 	if err := r.s.cfg.Runtime.DeleteTask(ctx, c.id); err != nil && !errors.Is(err, api.ErrNotFound) {
 		r.log.Warn("delete task", "container", c.name, "err", err)
 	}

@@ -50,7 +50,12 @@ func specSignal(c *ctr) api.Signal {
 // SIGKILL. It returns false if supervision ended before it was done (the
 // containers are then left as they are).
 func (r *runner) stopAll(ctx context.Context, reason string) bool {
-	deadline := time.Now().Add(r.grace())
+	return r.stopAllWithin(ctx, reason, r.grace())
+}
+
+// stopAllWithin is stopAll with a given grace period.
+func (r *runner) stopAllWithin(ctx context.Context, reason string, grace time.Duration) bool {
+	deadline := time.Now().Add(grace)
 	var mains, sidecars []*ctr
 	for _, n := range r.order {
 		c := r.ctrs[n]

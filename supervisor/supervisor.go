@@ -27,8 +27,22 @@ type Group struct {
 	Source   string
 	Priority int64
 	// Hold, when set, keeps a group that is not running from starting and
-	// says why (e.g. a dependency that is not ready).
-	Hold string
+	// says why (e.g. a dependency that is not ready): the group is Pending
+	// with HoldReason (default WaitingForDependency) and Hold as message.
+	Hold       string
+	HoldReason string
+	// Stop says why a group with Run false is stopped; nil means on
+	// request (state Stopped, reason StopRequested).
+	Stop *StopCause
+}
+
+// StopCause is why the agent stops a group.
+type StopCause struct {
+	State   api.GroupState // Stopped or Evicted
+	Reason  string         // e.g. Preempted, NodePressure
+	Message string
+	// Grace, when set, replaces the group's grace period (hard eviction).
+	Grace *time.Duration
 }
 
 // EventSink receives events. It must not block (the agent's event hub
@@ -120,6 +134,11 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	s.ctx = ctx
 	close(s.started)
 	s.mu.Unlock()
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		s.watchOOM(ctx)
+	}()
 	<-ctx.Done()
 	s.wg.Wait()
 	return nil
@@ -170,6 +189,52 @@ func (s *Supervisor) start(r *runner) {
 		}
 		s.mu.Unlock()
 	}()
+}
+
+// oomer is implemented by runtimes that report OOM kills.
+type oomer interface {
+	OOMEvents(ctx context.Context) (<-chan string, <-chan error)
+}
+
+// watchOOM routes the runtime's OOM events to the runners, so the exit
+// that follows is recorded as OOMKilled. It resubscribes when the stream
+// breaks (containerd restarted).
+func (s *Supervisor) watchOOM(ctx context.Context) {
+	o, ok := s.cfg.Runtime.(oomer)
+	if !ok {
+		return
+	}
+	for ctx.Err() == nil {
+		ids, errs := o.OOMEvents(ctx)
+	loop:
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case id, ok := <-ids:
+				if !ok {
+					break loop
+				}
+				group, container, ok := SplitContainerID(id)
+				if !ok {
+					continue
+				}
+				s.mu.Lock()
+				r := s.runners[group]
+				s.mu.Unlock()
+				if r != nil {
+					r.noteOOM(container)
+				}
+			case err := <-errs:
+				s.log.Warn("OOM events", "err", err)
+				break loop
+			}
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Second):
+		}
+	}
 }
 
 // Retry cuts short a group's BackOff delay: its next attempt starts now.
