@@ -165,6 +165,21 @@ func TestDecodeErrors(t *testing.T) {
 		{"duration the unit type refuses",
 			edit(t, base, 2, `grace_period = 30`),
 			[]wantErr{{2, 1, "grace_period", "", `invalid duration "30": write it like "10s"`}}},
+		{"request the unit type refuses",
+			edit(t, base, 34, `  requests = { memory = "-64MiB" }`),
+			[]wantErr{{34, 16, "container[1].resources.requests.memory", "sidecar", `invalid size "-64MiB"`}}},
+		{"negative cpu request",
+			edit(t, base, 34, `  requests.cpu = -1`),
+			[]wantErr{{34, 12, "container[1].resources.requests.cpu", "sidecar", `invalid cpu "-1"`}}},
+		{"pids have no request",
+			edit(t, base, 34, `  requests.pids = 10`),
+			[]wantErr{{34, 12, "container[1].resources.requests.pids", "sidecar", `unknown key "pids"; the keys here are "cpu" and "memory"`}}},
+		{"preemptible is a boolean",
+			edit(t, base, 2, `preemptible = "no"`),
+			[]wantErr{{2, 1, "preemptible", "", "wrong type: expected a boolean, found a string"}}},
+		{"on_evict is a string",
+			edit(t, base, 2, `on_evict = false`),
+			[]wantErr{{2, 1, "on_evict", "", "wrong type: expected a string, found a boolean"}}},
 		{"cpu the unit type refuses",
 			edit(t, base, 34, `  cpu = "half"`),
 			[]wantErr{{34, 3, "container[1].resources.cpu", "sidecar", `invalid cpu "half"`}}},
@@ -309,6 +324,7 @@ func TestDecodeWebExample(t *testing.T) {
 		Labels:      map[string]string{"tier": "frontend"},
 		RestartBackoff: BackoffSpec{Initial: DefaultBackoffInitial, Max: DefaultBackoffMax,
 			Factor: DefaultBackoffFactor, ResetAfter: DefaultBackoffReset},
+		OnEvict: EvictWait,
 		Volumes: []VolumeSpec{
 			{Name: "data", Type: VolumeEmpty},
 			{Name: "scratch", Type: VolumeTmpfs, Size: 64 << 20},
@@ -359,6 +375,7 @@ func TestDecodeLifecycleExample(t *testing.T) {
 		After:       []string{"db", "cache"},
 		RestartBackoff: BackoffSpec{Initial: sec(2), Max: sec(60), Factor: 1.5,
 			ResetAfter: sec(300)},
+		OnEvict: EvictWait,
 		Containers: []ContainerSpec{
 			{
 				Name:    "migrate",
@@ -401,8 +418,11 @@ func TestDecodeFillsDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got.Schema != 1 || got.Restart != RestartAlways || got.GracePeriod != DefaultGracePeriod {
-		t.Errorf("schema %d restart %q grace_period %s; want 1, always, 30s", got.Schema, got.Restart, got.GracePeriod)
+	if got.Schema != 1 || got.Restart != RestartAlways || got.GracePeriod != DefaultGracePeriod || got.OnEvict != EvictWait {
+		t.Errorf("schema %d restart %q grace_period %s on_evict %q; want 1, always, 30s, wait", got.Schema, got.Restart, got.GracePeriod, got.OnEvict)
+	}
+	if got.Preemptible != nil || !got.IsPreemptible() {
+		t.Errorf("preemptible = %v; want unset, which is preemptible", got.Preemptible)
 	}
 	wantBackoff := BackoffSpec{Initial: Duration(time.Second), Max: Duration(5 * time.Minute), Factor: 2, ResetAfter: Duration(10 * time.Minute)}
 	if got.RestartBackoff != wantBackoff {

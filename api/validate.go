@@ -24,8 +24,8 @@ const (
 
 // SetDefaults fills the fields whose zero value means "the default", so g
 // becomes the effective config: schema, restart, grace_period,
-// restart_backoff, and the timing of probes, the timeout of post_start
-// hooks and the path of HTTP actions. Decode calls it; call it for a spec
+// restart_backoff, on_evict, and the timing of probes, the timeout of
+// post_start hooks and the path of HTTP actions. Decode calls it; call it for a spec
 // that came from elsewhere (JSON).
 func (g *GroupSpec) SetDefaults() {
 	if g.Schema == 0 {
@@ -38,6 +38,9 @@ func (g *GroupSpec) SetDefaults() {
 		g.GracePeriod = DefaultGracePeriod
 	}
 	g.RestartBackoff = g.RestartBackoff.effective()
+	if g.OnEvict == "" {
+		g.OnEvict = EvictWait
+	}
 	for i := range g.Containers {
 		c := &g.Containers[i]
 		c.Startup.setDefaults()
@@ -123,6 +126,7 @@ func (g *GroupSpec) validate(idx *positionIndex, file string) ErrorList {
 	v.labels(g.Labels)
 	v.after(g)
 	v.backoff(g.RestartBackoff)
+	v.onEvict(g.OnEvict)
 
 	v.uniqueNames("volume", len(g.Volumes), func(i int) string { return g.Volumes[i].Name })
 	for i := range g.Volumes {
@@ -294,19 +298,7 @@ func (v *validator) container(p string, c *ContainerSpec, g *GroupSpec) {
 	v.mounts(pathKey(p, "mount"), c.Mounts, g)
 	v.lifecycle(p, c)
 
-	r, rp := c.Resources, pathKey(p, "resources")
-	switch {
-	case r.Memory < 0:
-		v.add(pathKey(rp, "memory"), "memory must not be negative; write 0 for no limit")
-	case r.Memory > 0 && r.Memory < MinMemory:
-		v.add(pathKey(rp, "memory"), "memory %s is below the minimum of %s; raise it, or write 0 for no limit", r.Memory, MinMemory)
-	}
-	if r.CPU < 0 {
-		v.add(pathKey(rp, "cpu"), "cpu must not be negative; write 0 for no limit")
-	}
-	if r.Pids < 0 {
-		v.add(pathKey(rp, "pids"), "pids must not be negative; write 0 for no limit")
-	}
+	v.resources(pathKey(p, "resources"), c.Resources)
 }
 
 func (v *validator) mounts(p string, mounts []MountSpec, g *GroupSpec) {

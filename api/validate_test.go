@@ -141,6 +141,27 @@ func TestValidationRules(t *testing.T) {
 		{"pids not negative", []any{34, `  pids = -1`},
 			[]wantErr{{34, 3, "container[1].resources.pids", "sidecar", "pids must not be negative"}}},
 
+		// requests
+		{"memory request above the limit", []any{34, "  memory = \"256MiB\"\n  requests.memory = \"512MiB\""},
+			[]wantErr{{35, 12, "container[1].resources.requests.memory", "sidecar", "requests.memory 512MiB is above the limit memory 256MiB; lower the request or raise the limit"}}},
+		{"cpu request above the limit", []any{34, "  cpu = \"500m\"\n  requests = { cpu = 2 }"},
+			[]wantErr{{35, 16, "container[1].resources.requests.cpu", "sidecar", "requests.cpu 2 is above the limit cpu 500m; lower the request or raise the limit"}}},
+		{"requests in their own table", []any{35, "  [container.resources.requests]\n  cpu = \"250m\"\n  memory = \"65MiB\""},
+			[]wantErr{{37, 3, "container[1].resources.requests.memory", "sidecar", "requests.memory 65MiB is above the limit memory 64MiB"}}},
+		{"requests equal to the limits", []any{34, "  cpu = 1\n  memory = \"64MiB\"\n  requests = { cpu = \"1000m\", memory = 67108864 }"}, nil},
+		{"requests below the limits", []any{34, "  cpu = 2\n  memory = \"1GiB\"\n  requests = { cpu = \"500m\", memory = \"256MiB\" }"}, nil},
+		{"requests without a limit", []any{34, "  memory = 0\n  requests = { cpu = \"250m\", memory = \"2GiB\" }"}, nil},
+		{"requests of 0 stand for the limits", []any{34, "  requests = { cpu = 0, memory = 0 }"}, nil},
+
+		// preemptible, on_evict
+		{"on_evict must be known", []any{2, `on_evict = "pause"`},
+			[]wantErr{{2, 1, "on_evict", "", `"pause" is not an on_evict policy: use "wait" (the default: the group starts again when there is room) or "stop" (it stays stopped until you start it)`}}},
+		{"misspelled on_evict suggests the closest", []any{2, `on_evict = "Stop"`},
+			[]wantErr{{2, 1, "on_evict", "", `did you mean "stop"?`}}},
+		{"on_evict wait", []any{2, `on_evict = "wait"`}, nil},
+		{"on_evict stop", []any{2, "on_evict = \"stop\"\npreemptible = false"}, nil},
+		{"preemptible", []any{2, "preemptible = true"}, nil},
+
 		// labels
 		{"label key characters", []any{2, `labels = { "bad key" = "x" }`},
 			[]wantErr{{2, 12, `labels."bad key"`, "", `label key "bad key" may only contain letters, digits, '.', '_', '/' and '-'`}}},
@@ -347,11 +368,47 @@ func TestValidateAcceptsZeroDefaults(t *testing.T) {
 		t.Fatalf("Validate() = %v", err)
 	}
 	g.SetDefaults()
-	if g.Schema != SchemaVersion || g.Restart != RestartAlways || g.GracePeriod != DefaultGracePeriod {
-		t.Errorf("after SetDefaults: schema %d restart %q grace_period %s", g.Schema, g.Restart, g.GracePeriod)
+	if g.Schema != SchemaVersion || g.Restart != RestartAlways || g.GracePeriod != DefaultGracePeriod || g.OnEvict != EvictWait {
+		t.Errorf("after SetDefaults: schema %d restart %q grace_period %s on_evict %q", g.Schema, g.Restart, g.GracePeriod, g.OnEvict)
 	}
 	if err := g.Validate(); err != nil {
 		t.Fatalf("Validate() after SetDefaults = %v", err)
+	}
+}
+
+// TestValidateResourcesWithoutPositions covers what only a spec from code
+// or JSON can hold, negative requests (a file's are refused when decoded),
+// with the other resource rules on such a spec.
+func TestValidateResourcesWithoutPositions(t *testing.T) {
+	g := GroupSpec{
+		Name:    "web",
+		OnEvict: "later",
+		Containers: []ContainerSpec{
+			{Name: "app", Image: "busybox", Resources: ResourceSpec{Requests: RequestSpec{CPU: -1, Memory: -1}}},
+			{Name: "side", Image: "busybox", Resources: ResourceSpec{CPU: 100, Memory: 64 << 20,
+				Requests: RequestSpec{CPU: 1500, Memory: 64<<20 + 1}}},
+		},
+	}
+	err := g.Validate()
+	var list ErrorList
+	if !errors.As(err, &list) {
+		t.Fatalf("Validate() = %v, want an ErrorList", err)
+	}
+	want := []FieldError{
+		{Field: "on_evict", Message: `"later" is not an on_evict policy`},
+		{Container: "app", Field: "container[0].resources.requests.cpu", Message: "requests.cpu must not be negative: leave it out to request the limit"},
+		{Container: "app", Field: "container[0].resources.requests.memory", Message: "requests.memory must not be negative: leave it out to request the limit"},
+		{Container: "side", Field: "container[1].resources.requests.cpu", Message: "requests.cpu 1500m is above the limit cpu 100m; lower the request or raise the limit"},
+		{Container: "side", Field: "container[1].resources.requests.memory", Message: "requests.memory 67108865 is above the limit memory 64MiB"},
+	}
+	if len(list) != len(want) {
+		t.Fatalf("got %d errors, want %d:\n%v", len(list), len(want), err)
+	}
+	for i, w := range want {
+		e := list[i]
+		if e.Line != 0 || e.Group != "web" || e.Container != w.Container || e.Field != w.Field || !strings.Contains(e.Message, w.Message) {
+			t.Errorf("error %d = %+v, want %+v", i, *e, w)
+		}
 	}
 }
 
