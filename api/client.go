@@ -85,6 +85,15 @@ func (c *Client) Version(ctx context.Context) (*VersionInfo, error) {
 	return &v, nil
 }
 
+// Node returns the node's capacity and what the admitted groups use of it.
+func (c *Client) Node(ctx context.Context) (*NodeStatus, error) {
+	var n NodeStatus
+	if err := c.call(ctx, http.MethodGet, PathNode, nil, nil, &n); err != nil {
+		return nil, err
+	}
+	return &n, nil
+}
+
 // Apply applies the files in req all together: either every group is
 // applied or, when any file is invalid, none is and the error is an
 // ErrorList.

@@ -106,6 +106,13 @@ func TestClientSendsRequestsAsTheContractSays(t *testing.T) {
 			want: `{"version":"1.2.3","go_version":"go1.26","node":"n1","containerd_ok":true}`,
 		},
 		{
+			name:     "Node",
+			call:     func(ctx context.Context, c *Client) (any, error) { return c.Node(ctx) },
+			response: `{"name":"n1","allocatable":{"cpu":"4","memory":8589934592,"pids":4096},"allocated":{"cpu":"1500m","memory":536870912,"pids":200},"free":{"cpu":"2500m","memory":8053063680,"pids":3896},"memory_available":6442450944,"pressure":"memory","admitted":3,"pending":1,"evicted":2}`,
+			method:   "GET", path: "/v1/node",
+			want: `{"name":"n1","allocatable":{"cpu":"4","memory":8589934592,"pids":4096},"allocated":{"cpu":"1500m","memory":536870912,"pids":200},"free":{"cpu":"2500m","memory":8053063680,"pids":3896},"memory_available":6442450944,"pressure":"memory","admitted":3,"pending":1,"evicted":2}`,
+		},
+		{
 			name: "Apply",
 			call: func(ctx context.Context, c *Client) (any, error) {
 				return c.Apply(ctx, ApplyRequest{Files: []ApplyFile{{Name: "web.toml", Content: "name = \"web\"\n"}}, DryRun: true})
