@@ -52,8 +52,15 @@ func describeGroup(w io.Writer, g *api.GroupStatus, now time.Time) error {
 		state += " (" + g.Reason + ")"
 	}
 	field("", "State", state)
+	// Why a group is not running, where the eye lands first:
+	// "Pending:  Unschedulable — needs …".
+	notRunning := notRunningWhy(g)
+	if notRunning != "" {
+		field("", string(g.State), notRunning)
+	}
 	field("", "Ready", fmt.Sprint(g.Ready))
 	switch {
+	case notRunning != "":
 	case g.State == api.GroupPending && g.Reason == reasonWaitingForDependency:
 		// The message names the groups not ready yet; the spec's After
 		// lists them all, should the agent give no message.
@@ -73,6 +80,7 @@ func describeGroup(w io.Writer, g *api.GroupStatus, now time.Time) error {
 		priority += " (class " + g.Spec.Priority.Class + ")"
 	}
 	field("", "Priority", priority)
+	field("", "Request", describeGroupRequest(groupRequest(g)))
 	field("", "Generation", fmt.Sprint(g.Generation))
 	field("", "Source", orDash(g.Source))
 	if g.SpecError != "" {
@@ -86,6 +94,8 @@ func describeGroup(w io.Writer, g *api.GroupStatus, now time.Time) error {
 		field("", "Restart policy", orDash(string(s.Restart)))
 		field("", "Grace period", s.GracePeriod.String())
 		field("", "Restart backoff", describeBackoff(s.RestartBackoff))
+		field("", "Preemptible", fmt.Sprint(s.IsPreemptible()))
+		field("", "On evict", string(orDefault(s.OnEvict, api.EvictWait)))
 		if len(s.After) > 0 {
 			field("", "After", strings.Join(s.After, ", "))
 		}
@@ -261,10 +271,48 @@ func describeResources(r api.ResourceSpec) string {
 	if r.Pids != 0 {
 		parts = append(parts, fmt.Sprintf("pids=%d", r.Pids))
 	}
-	if len(parts) == 0 {
-		return "unlimited"
+	limits := "unlimited"
+	if len(parts) > 0 {
+		limits = strings.Join(parts, " ")
 	}
-	return strings.Join(parts, " ")
+	var req []string
+	if r.Requests.CPU != 0 {
+		req = append(req, "cpu="+r.Requests.CPU.String())
+	}
+	if r.Requests.Memory != 0 {
+		req = append(req, "memory="+r.Requests.Memory.String())
+	}
+	if len(req) == 0 {
+		return limits
+	}
+	return limits + " (requests " + strings.Join(req, " ") + ")"
+}
+
+// describeGroupRequest renders what admission counts for a group:
+// "cpu 500m, memory 256MiB, pids 100", or "none".
+func describeGroupRequest(r api.Resources) string {
+	if r == (api.Resources{}) {
+		return "none"
+	}
+	return fmt.Sprintf("cpu %s, memory %s, pids %d", r.CPU, shortBytes(r.Memory), r.Pids)
+}
+
+// notRunningWhy says why a Pending or Evicted group is not running, from
+// its reason and message: "Unschedulable — needs …". It is "" for other
+// states, and for a group waiting for its dependencies ("Waiting for"
+// lists them).
+func notRunningWhy(g *api.GroupStatus) string {
+	switch {
+	case g.State == api.GroupPending && g.Reason == reasonWaitingForDependency:
+		return ""
+	case g.State != api.GroupPending && g.State != api.GroupEvicted:
+		return ""
+	case g.Reason != "" && g.Message != "":
+		return g.Reason + " — " + oneLine(g.Message)
+	case g.Reason != "":
+		return g.Reason
+	}
+	return oneLine(g.Message)
 }
 
 func describeVolume(v api.VolumeSpec) string {
@@ -469,8 +517,9 @@ func httpAction(a *api.HTTPAction) string {
 	return fmt.Sprintf("http GET :%d%s", a.Port, path)
 }
 
-func orDefault(n, def int) int {
-	if n == 0 {
+func orDefault[T comparable](n, def T) T {
+	var zero T
+	if n == zero {
 		return def
 	}
 	return n

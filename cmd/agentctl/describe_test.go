@@ -73,9 +73,9 @@ func TestGetWideListFetchesAfter(t *testing.T) {
 	f := newFakeAgent(t)
 	r := f.run("", "get", "-o", "wide")
 	wantCode(t, r, exitOK)
-	want := `NAME  STATE         READY  RESTARTS  AGE  GENERATION  SOURCE                      REASON     AFTER
-db    Running       1/1    0         2d   1           api                         -          -
-web   BackOff (3s)  1/2    4         5m   3           /etc/berth/groups/web.toml  CrashLoop  db,cache
+	want := `NAME  STATE         READY  RESTARTS  AGE  GENERATION  SOURCE                      REASON     AFTER     REQUEST
+db    Running       1/1    0         2d   1           api                         -          -         cpu 2, mem 1GiB
+web   BackOff (3s)  1/2    4         5m   3           /etc/berth/groups/web.toml  CrashLoop  db,cache  cpu 500m, mem 256MiB
 `
 	if r.stdout != want {
 		t.Errorf("stdout =\n%s\nwant\n%s", r.stdout, want)
@@ -167,6 +167,83 @@ func TestDescribeWaitingForDependency(t *testing.T) {
 	wantCode(t, r, exitOK)
 	if !strings.Contains(r.stdout, "Waiting for:      db, cache\n") {
 		t.Errorf("describe output lacks the After groups:\n%s", r.stdout)
+	}
+}
+
+// TestDescribeSaysWhyNotRunning puts the reason and message of a Pending
+// or Evicted group right under its state, instead of a Message line, and
+// shows what admission counts for it and how it may be evicted.
+func TestDescribeSaysWhyNotRunning(t *testing.T) {
+	const needs = "needs cpu 2, memory 1GiB; the node has cpu 1500m, memory 512MiB free"
+	for _, tc := range []struct {
+		name            string
+		state           api.GroupState
+		reason, message string
+		want            string
+	}{
+		{"pending", api.GroupPending, "Unschedulable", needs, "Pending:          Unschedulable — " + needs + "\n"},
+		{"evicted", api.GroupEvicted, "Preempted", "evicted for \"batch\" (priority 1000);\nreturns when there is room",
+			`Evicted:          Preempted — evicted for "batch" (priority 1000); returns when there is room` + "\n"},
+		{"reason only", api.GroupEvicted, "MemoryPressure", "", "Evicted:          MemoryPressure\n"},
+		{"message only", api.GroupPending, "", needs, "Pending:          " + needs + "\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFakeAgent(t)
+			web := &f.groups[0]
+			web.State, web.Reason, web.Message, web.NextRestart = tc.state, tc.reason, tc.message, time.Time{}
+			no := false
+			web.Spec.Preemptible, web.Spec.OnEvict = &no, api.EvictStop
+
+			r := f.run("", "describe", "web")
+			wantCode(t, r, exitOK)
+			// Under the state, before anything else.
+			i := strings.Index(r.stdout, "\nReady:")
+			if i < 0 || !strings.HasSuffix(r.stdout[:i+1], tc.want) {
+				t.Errorf("describe output lacks %q right under State:\n%s", tc.want, r.stdout)
+			}
+			for _, want := range []string{
+				"Request:          cpu 500m, memory 256MiB, pids 100\n",
+				"Preemptible:      false\nOn evict:         stop\n",
+			} {
+				if !strings.Contains(r.stdout, want) {
+					t.Errorf("describe output lacks %q:\n%s", want, r.stdout)
+				}
+			}
+			if strings.Contains(r.stdout, "Message:") {
+				t.Errorf("message shown twice:\n%s", r.stdout)
+			}
+		})
+	}
+
+	// Other states keep the Message line; waiting for dependencies keeps
+	// "Waiting for".
+	f := newFakeAgent(t)
+	r := f.run("", "describe", "web")
+	wantCode(t, r, exitOK)
+	if strings.Contains(r.stdout, "BackOff:") || !strings.Contains(r.stdout, "\nMessage:  ") {
+		t.Errorf("BackOff group: want a Message line only:\n%s", r.stdout)
+	}
+	f.groups[0].State, f.groups[0].Reason, f.groups[0].Message = api.GroupPending, reasonWaitingForDependency, "cache"
+	r = f.run("", "describe", "web")
+	wantCode(t, r, exitOK)
+	if strings.Contains(r.stdout, "Pending:") || !strings.Contains(r.stdout, "Waiting for:      cache\n") {
+		t.Errorf("waiting group: want Waiting for only:\n%s", r.stdout)
+	}
+}
+
+func TestDescribeContainerRequests(t *testing.T) {
+	f := newFakeAgent(t)
+	f.groups[0].Spec.Containers[0].Resources.Requests = api.RequestSpec{CPU: 250, Memory: 128 << 20}
+	f.groups[0].Spec.Containers[1].Resources.Requests = api.RequestSpec{Memory: 32 << 20}
+	r := f.run("", "describe", "web")
+	wantCode(t, r, exitOK)
+	for _, want := range []string{
+		"    Resources:  memory=256MiB pids=100 (requests cpu=250m memory=128MiB)\n",
+		"    Resources:  unlimited (requests memory=32MiB)\n",
+	} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("describe output lacks %q:\n%s", want, r.stdout)
+		}
 	}
 }
 

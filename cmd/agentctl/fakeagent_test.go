@@ -35,13 +35,15 @@ type fakeAgent struct {
 	logs     []api.LogEntry
 	events   []api.Event
 	images   []api.ImageInfo
+	node     api.NodeStatus
 }
 
 func exitCodePtr(c uint32) *uint32 { return &c }
 
 // newFakeAgent starts an agent with two groups: "web" (in BackOff, after
 // db and cache: a ready main container with probes and hooks, and a
-// crashed sidecar; with a spec and events) and "db" (one container).
+// crashed sidecar; with a spec and events) and "db" (one container), on
+// node "node-1" under memory pressure.
 func newFakeAgent(t *testing.T) *fakeAgent {
 	t.Helper()
 	f := &fakeAgent{}
@@ -49,6 +51,7 @@ func newFakeAgent(t *testing.T) *fakeAgent {
 		{
 			Name: "web", State: api.GroupBackOff, Reason: "CrashLoop", Message: `container "sidecar" exited with code 1`,
 			Priority: 100, Generation: 3, Source: "/etc/berth/groups/web.toml", Restarts: 4,
+			Request:     api.Resources{CPU: 500, Memory: 256 << 20, Pids: 100},
 			NextRestart: testNow.Add(3 * time.Second),
 			CreatedAt:   testNow.Add(-5 * time.Minute), StartedAt: testNow.Add(-4 * time.Minute),
 			NetNS: "/run/berth/netns/web",
@@ -91,11 +94,21 @@ func newFakeAgent(t *testing.T) *fakeAgent {
 		},
 		{
 			Name: "db", State: api.GroupRunning, Priority: 50, Generation: 1, Source: "api", Ready: true,
+			Request:   api.Resources{CPU: 2000, Memory: 1 << 30},
 			CreatedAt: testNow.Add(-50 * time.Hour),
 			Containers: []api.ContainerStatus{
 				{Name: "pg", Image: "postgres:16", State: api.ContainerRunning, PID: 77, StartedAt: testNow.Add(-50 * time.Hour), Ready: true},
 			},
 		},
+	}
+	f.node = api.NodeStatus{
+		Name:            "node-1",
+		Allocatable:     api.Resources{CPU: 4000, Memory: 8 << 30, Pids: 4096},
+		Allocated:       api.Resources{CPU: 2500, Memory: 1280 << 20, Pids: 100},
+		Free:            api.Resources{CPU: 1500, Memory: 8<<30 - 1280<<20, Pids: 3996},
+		MemoryAvailable: 300 << 20,
+		Pressure:        "memory",
+		Admitted:        2, Pending: 1, Evicted: 3,
 	}
 	f.logs = []api.LogEntry{
 		{Time: testNow.Add(-3 * time.Second), Stream: "stdout", Container: "app", Line: "hello"},
@@ -112,6 +125,7 @@ func newFakeAgent(t *testing.T) *fakeAgent {
 		writeJSON(w, api.VersionInfo{Version: "1.4.0", GoVersion: "go1.26.0", Node: "node-1", Containerd: "1.7.35", ContainerdOK: true})
 	})
 	mux.HandleFunc("POST /v1/apply", f.apply)
+	mux.HandleFunc("GET /v1/node", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, f.node) })
 	mux.HandleFunc("GET /v1/groups", func(w http.ResponseWriter, r *http.Request) {
 		var list []api.GroupStatus
 		for _, g := range f.groups {

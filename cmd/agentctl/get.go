@@ -20,8 +20,9 @@ func (a *app) getCommand() *cobra.Command {
 		Long: `List groups: NAME STATE READY RESTARTS AGE, where READY is ready
 containers / containers, init containers not counted. A group in BackOff
 shows the time left until its next restart: "BackOff (3s)". -o wide adds
-GENERATION SOURCE REASON AFTER; -o json prints the full objects (one object
-when one GROUP is named, else a list).`,
+GENERATION SOURCE REASON AFTER REQUEST, where REQUEST is what admission
+counts for the group ("cpu 500m, mem 256MiB"); -o json prints the full
+objects (one object when one GROUP is named, else a list).`,
 		ValidArgsFunction: a.completeGroups,
 		RunE: func(cmd *cobra.Command, names []string) error {
 			ctx, cancel := a.requestContext(cmd.Context())
@@ -106,7 +107,7 @@ func (a *app) printGroups(groups []api.GroupStatus, single bool) error {
 	tw := newTable(a.stdout)
 	fmt.Fprint(tw, "NAME\tSTATE\tREADY\tRESTARTS\tAGE")
 	if wide {
-		fmt.Fprint(tw, "\tGENERATION\tSOURCE\tREASON\tAFTER")
+		fmt.Fprint(tw, "\tGENERATION\tSOURCE\tREASON\tAFTER\tREQUEST")
 	}
 	fmt.Fprintln(tw)
 	for _, g := range groups {
@@ -117,7 +118,8 @@ func (a *app) printGroups(groups []api.GroupStatus, single bool) error {
 			if g.Spec != nil {
 				after = g.Spec.After
 			}
-			fmt.Fprintf(tw, "\t%d\t%s\t%s\t%s", g.Generation, orDash(g.Source), orDash(g.Reason), orDash(strings.Join(after, ",")))
+			fmt.Fprintf(tw, "\t%d\t%s\t%s\t%s\t%s", g.Generation, orDash(g.Source), orDash(g.Reason), orDash(strings.Join(after, ",")),
+				describeRequest(groupRequest(&g)))
 		}
 		fmt.Fprintln(tw)
 	}

@@ -25,14 +25,39 @@ func TestGetWide(t *testing.T) {
 	f := newFakeAgent(t)
 	r := f.run("", "get", "-o", "wide", "web")
 	wantCode(t, r, exitOK)
-	want := `NAME  STATE         READY  RESTARTS  AGE  GENERATION  SOURCE                      REASON     AFTER
-web   BackOff (3s)  1/2    4         5m   3           /etc/berth/groups/web.toml  CrashLoop  db,cache
+	want := `NAME  STATE         READY  RESTARTS  AGE  GENERATION  SOURCE                      REASON     AFTER     REQUEST
+web   BackOff (3s)  1/2    4         5m   3           /etc/berth/groups/web.toml  CrashLoop  db,cache  cpu 500m, mem 256MiB
 `
 	if r.stdout != want {
 		t.Errorf("stdout =\n%s\nwant\n%s", r.stdout, want)
 	}
 	if got := f.requestLog(); len(got) != 1 || got[0] != "GET /v1/groups/web" {
 		t.Errorf("requests = %q", got)
+	}
+}
+
+// TestGetWideRequest shows what admission counts for each group: as the
+// agent reports it, else (an agent that reports none) computed from the
+// spec, requests before limits; "-" when neither says anything.
+func TestGetWideRequest(t *testing.T) {
+	f := newFakeAgent(t)
+	f.groups[0].Request = api.Resources{}
+	f.groups[0].Spec.Containers[0].Resources.Requests = api.RequestSpec{CPU: 250, Memory: 128 << 20}
+	f.groups[0].Spec.Containers[1].Resources = api.ResourceSpec{CPU: 1500, Memory: 64 << 20}
+	f.groups[1].Request = api.Resources{}
+	f.groups = append(f.groups, api.GroupStatus{Name: "batch", State: api.GroupPending, Reason: "Unschedulable",
+		Request: api.Resources{CPU: 4000, Memory: 1536 << 20}, CreatedAt: testNow})
+
+	r := f.run("", "get", "-o", "wide")
+	wantCode(t, r, exitOK)
+	lines := strings.Split(strings.TrimSuffix(r.stdout, "\n"), "\n")
+	if len(lines) != 4 || !strings.HasSuffix(lines[0], "  AFTER     REQUEST") {
+		t.Fatalf("stdout =\n%s", r.stdout)
+	}
+	for i, want := range []string{"cpu 4, mem 1.5GiB", "-", "cpu 1750m, mem 192MiB"} {
+		if !strings.HasSuffix(lines[i+1], "  "+want) {
+			t.Errorf("line %d: want REQUEST %q:\n%s", i+1, want, r.stdout)
+		}
 	}
 }
 

@@ -123,6 +123,7 @@ Exit codes: 0 success, 1 other failure, 2 usage error, 3 invalid input,
 		a.logsCommand(),
 		a.eventsCommand(),
 		a.imageCommand(),
+		a.nodeCommand(),
 		a.versionCommand(),
 	)
 	markRunErrors(root)
