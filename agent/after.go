@@ -42,6 +42,11 @@ func (a *Agent) watchDependencies(ctx context.Context) error {
 				case "Ready", "NotReady", "Deleted", "Accepted", "Applied":
 					a.recheckDependents(ev.Group)
 				}
+				if strings.HasPrefix(ev.Message, "Evicted") || strings.HasPrefix(ev.Message, "Stopped") {
+					a.mu.Lock()
+					a.admitLocked() // an eviction or stop finished: room may be free
+					a.mu.Unlock()
+				}
 			}
 		}
 		cancel()
@@ -63,4 +68,5 @@ func (a *Agent) recheckDependents(group string) {
 			a.pushLocked(name)
 		}
 	}
+	a.admitLocked()
 }

@@ -41,6 +41,13 @@ type Agent struct {
 	prev     map[string]persistedGroup
 	fileErrs map[string]string // groups_dir file → its current error
 
+	// capacity is what groups may ask in all; releasing holds the requests
+	// of deleted groups until their stop has finished.
+	capacity     api.Resources
+	releasing    map[string]api.Resources
+	memAvailable api.ByteSize
+	pressure     string
+
 	ready chan struct{}
 }
 
@@ -49,7 +56,9 @@ func New(cfg Config, log *slog.Logger) *Agent {
 	return &Agent{
 		cfg: cfg, log: log, events: NewEvents(1000),
 		groups: map[string]*groupEntry{}, prev: map[string]persistedGroup{}, fileErrs: map[string]string{},
-		ready: make(chan struct{}),
+		ready:     make(chan struct{}),
+		capacity:  capacityFromConfig(cfg.Node),
+		releasing: map[string]api.Resources{},
 	}
 }
 
@@ -113,18 +122,26 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	a.mu.Lock()
 	for _, name := range found {
-		if _, ok := a.groups[name]; !ok {
+		g, ok := a.groups[name]
+		if !ok {
 			a.log.Info("removing group that is no longer defined", "group", name)
 			a.sup.Remove(name)
+			continue
+		}
+		if !g.Stopped {
+			// Running before the restart: it holds its room, admitted first.
+			g.adm = admission{admitted: true, admittedAt: time.Now()}
 		}
 	}
 	for name := range a.groups {
 		a.pushLocked(name)
 	}
+	a.admitLocked()
 	a.mu.Unlock()
 
 	eg.Go(func() error { return a.watchFiles(ctx) })
 	eg.Go(func() error { return a.watchDependencies(ctx) })
+	eg.Go(func() error { return a.watchPressure(ctx) })
 	eg.Go(func() error {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			return fmt.Errorf("admin API: %w", err)
@@ -186,6 +203,9 @@ func (a *Agent) status(name string, detail bool) (api.GroupStatus, bool) {
 		st = api.GroupStatus{Name: name, State: api.GroupPending, Source: g.Source, Generation: g.Generation}
 	}
 	st.SpecError = specErr
+	if ok {
+		st.Request = g.Spec.Request()
+	}
 	if detail {
 		if ok {
 			st.Spec = g.Spec

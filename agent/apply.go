@@ -97,6 +97,7 @@ func (a *Agent) Apply(req api.ApplyRequest) ([]api.ApplyResult, error) {
 			a.pushLocked(r.Group)
 		}
 	}
+	a.admitLocked()
 	return res, nil
 }
 
@@ -118,11 +119,22 @@ func (a *Agent) Delete(name string) (<-chan struct{}, error) {
 	if err := os.Remove(a.appliedPath(name)); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("delete group %q: %w", name, err)
 	}
+	if g.adm.admitted || g.adm.evicting != nil {
+		a.releasing[name] = g.Spec.Request()
+	}
 	delete(a.groups, name)
 	if err := a.savePersistedLocked(); err != nil {
 		a.log.Error("save agent state", "err", err)
 	}
-	return a.sup.Remove(name), nil
+	done := a.sup.Remove(name)
+	go func() {
+		<-done
+		a.mu.Lock()
+		delete(a.releasing, name)
+		a.admitLocked()
+		a.mu.Unlock()
+	}()
+	return done, nil
 }
 
 // SetStopped stops (true) or starts (false) a group, keeping its
@@ -136,6 +148,11 @@ func (a *Agent) SetStopped(name string, stopped bool) error {
 	}
 	if g.Stopped != stopped {
 		g.Stopped = stopped
+		if stopped {
+			g.adm = admission{} // a stopped group gives its room back
+		} else {
+			g.adm = admission{askedAt: time.Now()}
+		}
 		if err := a.savePersistedLocked(); err != nil {
 			return fmt.Errorf("save agent state: %w", err)
 		}
@@ -144,6 +161,7 @@ func (a *Agent) SetStopped(name string, stopped bool) error {
 		a.sup.Retry(name)
 	}
 	a.pushLocked(name)
+	a.admitLocked()
 	return nil
 }
 

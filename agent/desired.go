@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/berth-project/berth/api"
 	"github.com/berth-project/berth/supervisor"
@@ -31,6 +32,8 @@ type groupEntry struct {
 	SpecError string
 	// hold is the dependency wait last handed to the supervisor.
 	hold string
+	// adm is the group's admission on this node.
+	adm admission
 }
 
 // persisted is what the agent keeps across restarts besides applied
@@ -172,12 +175,29 @@ func (a *Agent) pushLocked(name string) {
 	}
 	prio, _ := a.priority(g.Spec)
 	g.hold = a.holdLocked(g)
+	run, hold, holdReason := !g.Stopped, g.hold, ""
+	var stop *supervisor.StopCause
+	switch {
+	case g.Stopped:
+	case g.adm.evicting != nil:
+		run, stop = false, g.adm.evicting
+	case g.adm.evicted != nil && !g.adm.admitted:
+		run, stop = false, g.adm.evicted
+	case hold != "":
+	case !g.adm.admitted:
+		hold, holdReason = g.adm.pending, g.adm.pendingReason
+		if hold == "" {
+			hold, holdReason = "waiting for admission", "Pending"
+		}
+	}
 	a.sup.Set(supervisor.Group{
-		Hold:       g.hold,
+		Hold:       hold,
+		HoldReason: holdReason,
+		Stop:       stop,
 		Spec:       g.Spec,
 		Generation: g.Generation,
 		SpecHash:   g.Hash,
-		Run:        !g.Stopped,
+		Run:        run,
 		Env:        []string{"BERTH_NODE=" + a.cfg.NodeName},
 		Source:     g.Source,
 		Priority:   prio,
@@ -205,6 +225,10 @@ func (a *Agent) upsertLocked(spec *api.GroupSpec, source string) (string, int64)
 	default:
 		g.Spec, g.Hash, g.Source, g.SpecError = spec, h, source, ""
 		g.Generation++
+		// A new spec may ask for more: it is admitted again.
+		if g.adm.admitted {
+			g.adm = admission{askedAt: time.Now()}
+		}
 		a.prev[spec.Name] = persistedGroup{Generation: g.Generation, Hash: h}
 		return api.ActionUpdated, g.Generation
 	}

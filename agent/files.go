@@ -138,6 +138,9 @@ func (a *Agent) syncFiles() error {
 	for name := range changed {
 		a.pushLocked(name)
 	}
+	if len(changed) > 0 {
+		a.admitLocked()
+	}
 	return nil
 }
 

@@ -72,6 +72,7 @@ func (a *Agent) Handler() http.Handler {
 	mux.HandleFunc("POST "+api.PathGroups+"/{name}/start", a.handleStart)
 	mux.HandleFunc("GET "+api.PathGroups+"/{name}/logs", a.handleLogs)
 	mux.HandleFunc("GET "+api.PathEvents, a.handleEvents)
+	mux.HandleFunc("GET "+api.PathNode, a.handleNode)
 	mux.HandleFunc("GET "+api.PathImages, a.handleImages)
 	mux.HandleFunc("POST "+api.PathImages+"/import", a.handleImport)
 	mux.HandleFunc("POST "+api.PathImages+"/pull", a.handlePull)
@@ -331,6 +332,13 @@ func (a *Agent) handleEvents(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
+}
+
+func (a *Agent) handleNode(w http.ResponseWriter, r *http.Request) {
+	a.mu.Lock()
+	ns := a.nodeStatusLocked()
+	a.mu.Unlock()
+	writeJSON(w, http.StatusOK, ns)
 }
 
 func (a *Agent) handleImages(w http.ResponseWriter, r *http.Request) {

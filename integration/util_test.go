@@ -66,9 +66,16 @@ func waitGroup(t testing.TB, a *agentProc, name string, timeout time.Duration, w
 	return last
 }
 
-// allRunning is a waitGroup condition: every container of the group runs.
+// allRunning is a waitGroup condition: every container of the group that
+// is meant to keep running (not an init container) runs.
 func allRunning(st *api.GroupStatus) bool {
-	return st.State == api.GroupRunning && len(st.Containers) > 0 && st.Running() == len(st.Containers)
+	n := 0
+	for _, c := range st.Containers {
+		if c.Role != api.RoleInit {
+			n++
+		}
+	}
+	return st.State == api.GroupRunning && n > 0 && st.Running() == n
 }
 
 func pids(st *api.GroupStatus) map[string]uint32 {

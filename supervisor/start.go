@@ -92,21 +92,30 @@ func (r *runner) nextStep() (startStep, []*ctr) {
 	return stepMains, todo
 }
 
-// start moves the group's start sequence one step on.
+// start moves the group's start sequence on, step after step, until a
+// step has to wait: for an init container to exit, or a sidecar to be
+// ready. Exits and probe results bring the runner back.
 func (r *runner) start(ctx context.Context) {
+	for i := 0; i < 4 && r.startStep(ctx); i++ {
+	}
+}
+
+// startStep does the next start step and reports whether the one after
+// can follow at once.
+func (r *runner) startStep(ctx context.Context) bool {
 	step, cs := r.nextStep()
 	switch step {
 	case stepNone:
-		return
+		return false
 	case stepWaitInit:
-		return
+		return false
 	case stepWaitSidecars:
 		names := make([]string, len(cs))
 		for i, c := range cs {
 			names[i] = c.name
 		}
 		r.transition(api.GroupStarting, "WaitingForSidecars", "waiting for "+strings.Join(names, ", ")+" to be ready")
-		return
+		return false
 	}
 	if r.countRunning() == 0 && !r.everRunning {
 		r.attemptFresh = true
@@ -125,13 +134,14 @@ func (r *runner) start(ctx context.Context) {
 	}
 	err := r.startContainers(ctx, cs)
 	if ctx.Err() != nil {
-		return
+		return false
 	}
 	if err != nil {
 		r.startFailed(ctx, err)
-		return
+		return false
 	}
-	if next, _ := r.nextStep(); next == stepNone {
+	next, _ := r.nextStep()
+	if next == stepNone {
 		r.everRunning, r.attemptFresh = true, false
 		r.mu.Lock()
 		if r.status.StartedAt.IsZero() || reason == "Starting" {
@@ -139,7 +149,9 @@ func (r *runner) start(ctx context.Context) {
 		}
 		r.mu.Unlock()
 		r.transition(api.GroupRunning, "Started", fmt.Sprintf("%d/%d containers running", r.countRunning(), r.countLongRunning()))
+		return false
 	}
+	return next == stepSidecars || next == stepMains
 }
 
 // startFailed rolls back a fresh attempt and schedules the next one.
