@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/containerd/containerd"
@@ -47,6 +48,8 @@ type Agent struct {
 	releasing    map[string]api.Resources
 	memAvailable api.ByteSize
 	pressure     string
+	// containerdUp is what the last health check of containerd said.
+	containerdUp atomic.Bool
 
 	ready chan struct{}
 }
@@ -142,6 +145,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	eg.Go(func() error { return a.watchFiles(ctx) })
 	eg.Go(func() error { return a.watchDependencies(ctx) })
 	eg.Go(func() error { return a.watchPressure(ctx) })
+	eg.Go(func() error { return a.watchContainerd(ctx) })
 	eg.Go(func() error {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			return fmt.Errorf("admin API: %w", err)

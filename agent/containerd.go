@@ -72,3 +72,67 @@ func (a *Agent) dial(addr string) (*containerd.Client, error) {
 	}
 	return c, nil
 }
+
+// watchContainerd checks containerd every second. When it stops answering
+// the agent keeps serving its API (version reports containerd_ok false)
+// and emits ContainerdUnavailable; runners whose task watches broke
+// reattach on their own once it is back. A managed containerd that died
+// is started again, with backoff.
+func (a *Agent) watchContainerd(ctx context.Context) error {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	ok := true
+	backoff := time.Second
+	var nextStart time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		if a.managed != nil {
+			select {
+			case <-a.managed.Done():
+				if time.Now().After(nextStart) {
+					a.restartManaged(ctx)
+					nextStart = time.Now().Add(backoff)
+					backoff = min(2*backoff, time.Minute)
+				}
+			default:
+				backoff = time.Second
+			}
+		}
+		vctx, cancel := context.WithTimeout(ctx, time.Second)
+		_, err := a.client.Version(vctx)
+		cancel()
+		now := err == nil
+		a.containerdUp.Store(now)
+		if now == ok {
+			continue
+		}
+		ok = now
+		if ok {
+			a.log.Info("containerd answers again")
+			a.events.Publish(api.Event{Time: time.Now(), Type: api.EventNormal, Reason: "ContainerdAvailable", Message: "containerd answers again"})
+		} else {
+			a.log.Warn("containerd does not answer", "err", err)
+			a.events.Publish(api.Event{Time: time.Now(), Type: api.EventWarning, Reason: "ContainerdUnavailable", Message: fmt.Sprintf("containerd does not answer: %v", err)})
+		}
+	}
+}
+
+// restartManaged starts the managed containerd again after it died.
+func (a *Agent) restartManaged(ctx context.Context) {
+	mc := a.managedConfig()
+	a.log.Warn("managed containerd exited; starting it again", "err", a.managed.ExitErr())
+	p, err := containerdproc.Start(ctx, mc)
+	if err != nil {
+		a.log.Error("restart managed containerd", "err", err)
+		return
+	}
+	a.managed = p
+	if err := os.WriteFile(ManagedPIDFile(a.cfg.RunDir), []byte(strconv.Itoa(p.PID())+"\n"), 0o644); err != nil {
+		a.log.Warn("write managed containerd pid file", "err", err)
+	}
+	a.events.Publish(api.Event{Time: time.Now(), Type: api.EventWarning, Reason: "ContainerdRestarted", Message: fmt.Sprintf("managed containerd restarted (pid %d)", p.PID())})
+}

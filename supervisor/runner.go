@@ -428,13 +428,23 @@ func (r *runner) reconcile(ctx context.Context) bool {
 			r.tracker.reset()
 		}
 	}
+	lost := false
 	for _, c := range r.ctrs {
 		if c.unknown {
 			r.attach(ctx, c)
+			lost = lost || c.unknown
 		}
 		if c.running && c.stopProbe == nil {
 			r.superviseTask(ctx, c, false) // reattached: probes resume
 		}
+	}
+	if lost {
+		// containerd is not back yet: try again in a second, for as long
+		// as it takes, without touching the tasks.
+		if at := time.Now().Add(time.Second); r.retryAt.IsZero() || r.retryAt.After(at) {
+			r.retryAt = at
+		}
+		return false
 	}
 	if !r.retryAt.IsZero() && time.Now().Before(r.retryAt) {
 		return false
