@@ -170,7 +170,7 @@ func (a *Agent) stillPreempting(g *groupEntry) bool {
 
 // nodeStatusLocked reports capacity and its use. a.mu held.
 func (a *Agent) nodeStatusLocked() api.NodeStatus {
-	ns := api.NodeStatus{Name: a.cfg.NodeName, Allocatable: a.capacity, MemoryAvailable: a.memAvailable, Pressure: a.pressure}
+	ns := api.NodeStatus{Name: a.cfg.NodeName, Allocatable: a.capacity, MemoryAvailable: a.memAvailable, Pressure: a.pressure, Drained: a.drained}
 	for _, g := range a.groups {
 		switch {
 		case g.adm.admitted || g.adm.evicting != nil:

@@ -48,6 +48,9 @@ type Agent struct {
 	releasing    map[string]api.Resources
 	memAvailable api.ByteSize
 	pressure     string
+	// drained: the node is drained (persisted); draining: a Drain call is
+	// stopping groups level by level.
+	drained, draining bool
 	// containerdUp is what the last health check of containerd said.
 	containerdUp atomic.Bool
 
@@ -183,6 +186,7 @@ func (a *Agent) loadDesired() error {
 	for n, pg := range p.Groups {
 		a.prev[n] = pg
 	}
+	a.drained = p.Drained
 	// Files get theirs in syncFiles.
 	for _, spec := range applied {
 		a.upsertLocked(spec, SourceAPI)

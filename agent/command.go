@@ -20,9 +20,10 @@ const DefaultConfigPath = "/etc/berth/agent.toml"
 // NewCommand returns agentd's command line: config file, then flags.
 func NewCommand() *cobra.Command {
 	var (
-		configPath string
-		flags      Config
-		managed    string
+		configPath      string
+		flags           Config
+		managed         string
+		drainOnShutdown bool
 	)
 	cmd := &cobra.Command{
 		Use:           "agentd",
@@ -59,11 +60,41 @@ func NewCommand() *cobra.Command {
 			if err := cfg.Validate(); err != nil {
 				return err
 			}
+			if cmd.Flags().Changed("drain-on-shutdown") {
+				cfg.DrainOnShutdown = drainOnShutdown
+			}
 			log := NewLogger(cfg.LogFormat, cfg.LogLevel)
 			slog.SetDefault(log)
-			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
-			defer stop()
-			return New(cfg, log).Run(ctx)
+			ag := New(cfg, log)
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			sigs := make(chan os.Signal, 1)
+			signal.Notify(sigs, syscall.SIGTERM, os.Interrupt)
+			defer signal.Stop(sigs)
+			go func() {
+				select {
+				case <-sigs:
+				case <-ctx.Done():
+					return
+				}
+				if cfg.DrainOnShutdown {
+					log.Info("draining before shutdown (a second signal stops at once)")
+					dctx, dcancel := context.WithCancel(ctx)
+					go func() {
+						select {
+						case <-sigs:
+							dcancel()
+						case <-dctx.Done():
+						}
+					}()
+					if err := ag.Drain(dctx); err != nil {
+						log.Error("drain", "err", err)
+					}
+					dcancel()
+				}
+				cancel()
+			}()
+			return ag.Run(ctx)
 		},
 	}
 	f := cmd.Flags()
@@ -78,6 +109,7 @@ func NewCommand() *cobra.Command {
 	f.StringVar(&flags.Containerd.Address, "containerd-address", "", "containerd socket (default /run/containerd/containerd.sock)")
 	f.StringVar(&flags.Containerd.Namespace, "namespace", "", "containerd namespace (default berth)")
 	f.StringVar(&managed, "managed-containerd", "", "auto, always or never: start a private containerd when none answers")
+	f.BoolVar(&drainOnShutdown, "drain-on-shutdown", false, "on SIGTERM stop every group (lowest priority first) instead of leaving them running")
 	f.StringSliceVar(&flags.Volumes.HostPathPrefixes, "host-path-prefix", nil, "allow host volumes under this path (repeatable)")
 	return cmd
 }

@@ -30,6 +30,9 @@ type Config struct {
 	Socket string `toml:"socket"`
 	// SocketGroup, if set, owns the socket (so its members can use agentctl).
 	SocketGroup string `toml:"socket_group"`
+	// DrainOnShutdown stops every group (lowest priority first) when agentd
+	// gets SIGTERM, instead of leaving them running.
+	DrainOnShutdown bool `toml:"drain_on_shutdown"`
 	// LogLevel: debug | info | warn | error. LogFormat: text | json.
 	LogLevel  string `toml:"log_level"`
 	LogFormat string `toml:"log_format"`

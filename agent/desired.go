@@ -34,12 +34,15 @@ type groupEntry struct {
 	hold string
 	// adm is the group's admission on this node.
 	adm admission
+	// draining: the node drain reached this group's priority level.
+	draining bool
 }
 
 // persisted is what the agent keeps across restarts besides applied
 // files: generations (which only grow) and stop requests.
 type persisted struct {
-	Groups map[string]persistedGroup `json:"groups"`
+	Groups  map[string]persistedGroup `json:"groups"`
+	Drained bool                      `json:"drained,omitempty"`
 }
 
 type persistedGroup struct {
@@ -82,7 +85,7 @@ func (a *Agent) loadPersisted() (persisted, error) {
 
 // savePersistedLocked writes generations and stop flags. a.mu held.
 func (a *Agent) savePersistedLocked() error {
-	p := persisted{Groups: map[string]persistedGroup{}}
+	p := persisted{Groups: map[string]persistedGroup{}, Drained: a.drained}
 	for n, g := range a.groups {
 		p.Groups[n] = persistedGroup{Generation: g.Generation, Hash: g.Hash, Stopped: g.Stopped}
 	}
@@ -179,6 +182,9 @@ func (a *Agent) pushLocked(name string) {
 	var stop *supervisor.StopCause
 	switch {
 	case g.Stopped:
+	case a.drained && (!a.draining || g.draining):
+		drain := drainCause
+		run, stop = false, &drain
 	case g.adm.evicting != nil:
 		run, stop = false, g.adm.evicting
 	case g.adm.evicted != nil && !g.adm.admitted:

@@ -73,6 +73,8 @@ func (a *Agent) Handler() http.Handler {
 	mux.HandleFunc("GET "+api.PathGroups+"/{name}/logs", a.handleLogs)
 	mux.HandleFunc("GET "+api.PathEvents, a.handleEvents)
 	mux.HandleFunc("GET "+api.PathNode, a.handleNode)
+	mux.HandleFunc("POST "+api.PathNode+"/drain", a.handleDrain)
+	mux.HandleFunc("POST "+api.PathNode+"/undrain", a.handleUndrain)
 	mux.HandleFunc("GET "+api.PathImages, a.handleImages)
 	mux.HandleFunc("POST "+api.PathImages+"/import", a.handleImport)
 	mux.HandleFunc("POST "+api.PathImages+"/pull", a.handlePull)
@@ -211,13 +213,14 @@ func (a *Agent) handleStart(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, st)
 }
 
-// waitState polls a group's status until cond holds or ctx ends.
+// waitState polls a group's status until cond holds, the group is gone,
+// or ctx ends.
 func (a *Agent) waitState(ctx context.Context, name string, cond func(api.GroupStatus) bool) error {
 	t := time.NewTicker(20 * time.Millisecond)
 	defer t.Stop()
 	for {
 		st, ok := a.sup.Status(name)
-		if ok && cond(st) {
+		if !ok || cond(st) {
 			return nil
 		}
 		select {
@@ -339,6 +342,22 @@ func (a *Agent) handleNode(w http.ResponseWriter, r *http.Request) {
 	ns := a.nodeStatusLocked()
 	a.mu.Unlock()
 	writeJSON(w, http.StatusOK, ns)
+}
+
+func (a *Agent) handleDrain(w http.ResponseWriter, r *http.Request) {
+	if err := a.Drain(r.Context()); err != nil {
+		writeError(w, err)
+		return
+	}
+	a.handleNode(w, r)
+}
+
+func (a *Agent) handleUndrain(w http.ResponseWriter, r *http.Request) {
+	if err := a.Undrain(); err != nil {
+		writeError(w, err)
+		return
+	}
+	a.handleNode(w, r)
 }
 
 func (a *Agent) handleImages(w http.ResponseWriter, r *http.Request) {

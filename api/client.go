@@ -183,6 +183,25 @@ func (c *Client) Events(ctx context.Context, opts EventOptions, fn func(Event) e
 	return decodeStream(ctx, c, resp.Body, fn)
 }
 
+// Drain stops every group of the node, lowest priority first, and returns
+// when they have stopped; the node stays drained until Undrain.
+func (c *Client) Drain(ctx context.Context) (*NodeStatus, error) {
+	var ns NodeStatus
+	if err := c.call(ctx, http.MethodPost, PathNode+"/drain", nil, nil, &ns); err != nil {
+		return nil, err
+	}
+	return &ns, nil
+}
+
+// Undrain lets the node's groups run again.
+func (c *Client) Undrain(ctx context.Context) (*NodeStatus, error) {
+	var ns NodeStatus
+	if err := c.call(ctx, http.MethodPost, PathNode+"/undrain", nil, nil, &ns); err != nil {
+		return nil, err
+	}
+	return &ns, nil
+}
+
 // Images lists the images in the agent's containerd namespace.
 func (c *Client) Images(ctx context.Context) ([]ImageInfo, error) {
 	var res []ImageInfo

@@ -15,6 +15,8 @@ package api
 //	                                        tail=N, since=RFC3339 time or duration ("10m")
 //	GET    /v1/events                       []Event, or a stream with follow=1; query: group
 //	GET    /v1/node                         NodeStatus
+//	POST   /v1/node/drain                   stop every group, lowest priority first; NodeStatus
+//	POST   /v1/node/undrain                 let groups run again; NodeStatus
 //	GET    /v1/images                       []ImageInfo
 //	POST   /v1/images/import?name=REF       body: OCI or docker archive → []ImageInfo
 //	POST   /v1/images/pull?ref=REF          ImageInfo (credentials from the agent's

@@ -207,7 +207,9 @@ type NodeStatus struct {
 	// monitor; Pressure says which eviction threshold is crossed, if any.
 	MemoryAvailable ByteSize `json:"memory_available"`
 	Pressure        string   `json:"pressure,omitempty"`
-	Admitted        int      `json:"admitted"`
-	Pending         int      `json:"pending"`
-	Evicted         int      `json:"evicted"`
+	// Drained: every group is stopped until undrain.
+	Drained  bool `json:"drained,omitempty"`
+	Admitted int  `json:"admitted"`
+	Pending  int  `json:"pending"`
+	Evicted  int  `json:"evicted"`
 }

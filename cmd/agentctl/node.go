@@ -11,6 +11,59 @@ import (
 )
 
 func (a *app) nodeCommand() *cobra.Command {
+	cmd := a.nodeShowCommand()
+	cmd.AddCommand(a.nodeDrainCommand(), a.nodeUndrainCommand())
+	return cmd
+}
+
+func (a *app) nodeDrainCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "drain",
+		Short: "Stop every group, lowest priority first, and keep them stopped",
+		Long: `Stop every group of the node gracefully, in reverse priority order: the
+lowest priority level first, each group with its pre_stop hooks and grace
+period, the next level once it has stopped. The node stays drained, across
+agent restarts too, until 'agentctl node undrain'. Waits until every group
+has stopped.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, cancel := a.requestContext(cmd.Context())
+			defer cancel()
+			n, err := a.client().Drain(ctx)
+			if err != nil {
+				return err
+			}
+			if a.output == outputJSON {
+				return printJSON(a.stdout, n)
+			}
+			fmt.Fprintf(a.stdout, "node/%s drained\n", n.Name)
+			return nil
+		},
+	}
+}
+
+func (a *app) nodeUndrainCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "undrain",
+		Short: "Let the groups of a drained node run again",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, cancel := a.requestContext(cmd.Context())
+			defer cancel()
+			n, err := a.client().Undrain(ctx)
+			if err != nil {
+				return err
+			}
+			if a.output == outputJSON {
+				return printJSON(a.stdout, n)
+			}
+			fmt.Fprintf(a.stdout, "node/%s undrained\n", n.Name)
+			return nil
+		},
+	}
+}
+
+func (a *app) nodeShowCommand() *cobra.Command {
 	return &cobra.Command{
 		Use:   "node",
 		Short: "Show the node's capacity and what the groups use of it",
@@ -53,6 +106,9 @@ func printNode(w io.Writer, n *api.NodeStatus) error {
 	fmt.Fprintf(tw, "Memory available:\t%s\n", shortBytes(n.MemoryAvailable))
 	if n.Pressure != "" {
 		fmt.Fprintf(tw, "Pressure:\t%s\n", n.Pressure)
+	}
+	if n.Drained {
+		fmt.Fprintf(tw, "Drained:\tyes (agentctl node undrain lets groups run again)\n")
 	}
 	fmt.Fprintf(tw, "Groups:\t%d admitted, %d pending, %d evicted\n", n.Admitted, n.Pending, n.Evicted)
 	return tw.Flush()
