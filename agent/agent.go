@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -102,7 +103,13 @@ func (a *Agent) Run(ctx context.Context) error {
 		LogOpts:     supervisor.LogOptions{MaxSize: int64(a.cfg.Logs.MaxSize), MaxFiles: a.cfg.Logs.MaxFiles},
 		Images:      a.images,
 	})
+	local, err := openLocalState(filepath.Join(a.cfg.StateDir, "runtime.db"))
+	if err != nil {
+		return err
+	}
+	defer local.Close()
 	a.sup = supervisor.New(supervisor.Config{
+		State:     local,
 		Runtime:   rt,
 		Sandboxes: supervisor.NewSandboxes(a.cfg.RunDir, a.cfg.StateDir),
 		Events:    a.events.Publish,

@@ -391,9 +391,14 @@ func (r *runner) reconcile(ctx context.Context) bool {
 	switch {
 	case r.applied == nil && r.recoveredHash != "" && r.recoveredHash == g.SpecHash:
 		r.adoptSpec(g)
-		if r.countRunning() == r.countLongRunning() {
+		r.loadState() // restart counts and a pending backoff resume
+		switch {
+		case r.countRunning() == r.countLongRunning():
 			r.transition(api.GroupRunning, "Reattached", fmt.Sprintf("reattached to %d running containers", r.countRunning()))
-		} else {
+		case !r.retryAt.IsZero():
+			r.transition(api.GroupBackOff, "Reattached", fmt.Sprintf("reattached to %d of %d containers; restart due in %s",
+				r.countRunning(), r.countLongRunning(), time.Until(r.retryAt).Round(time.Millisecond)))
+		default:
 			r.transition(api.GroupPending, "Reattached", fmt.Sprintf("reattached to %d of %d containers", r.countRunning(), r.countLongRunning()))
 		}
 	case r.currentHash() != g.SpecHash || r.applied == nil:
@@ -426,6 +431,15 @@ func (r *runner) reconcile(ctx context.Context) bool {
 			}
 			r.everRunning = false
 			r.tracker.reset()
+		}
+	}
+	if r.sandbox == nil && r.anyRunning() {
+		// Reattached: find the pinned namespaces again (probes dial from them).
+		sb, err := r.s.cfg.Sandboxes.Ensure(ctx, g.Spec)
+		if err != nil {
+			r.event(api.EventWarning, "", "SandboxLost", fmt.Sprintf("cannot find the group's sandbox: %v", err))
+		} else {
+			r.sandbox = sb
 		}
 	}
 	lost := false

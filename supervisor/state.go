@@ -59,6 +59,9 @@ func (r *runner) transition(to api.GroupState, reason, msg string) {
 	same := from == to && r.status.Reason == reason && r.status.Message == msg
 	r.status.State, r.status.Reason, r.status.Message = to, reason, msg
 	r.mu.Unlock()
+	if to == api.GroupBackOff || (to == api.GroupRunning && from != to) {
+		r.saveState()
+	}
 	if same {
 		return
 	}

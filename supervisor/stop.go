@@ -227,6 +227,11 @@ func (r *runner) removeAll(ctx context.Context) bool {
 		r.retryAt = time.Now().Add(time.Second)
 		return false
 	}
+	if st := r.s.cfg.State; st != nil {
+		if err := st.DeleteGroup(r.name); err != nil {
+			r.log.Warn("delete runtime state", "err", err)
+		}
+	}
 	if err := r.s.removeLogs(r.name); err != nil {
 		r.log.Warn("remove logs", "err", err)
 	}

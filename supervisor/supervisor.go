@@ -60,6 +60,8 @@ type Config struct {
 	Backoff Backoff
 	// KillWait bounds the wait for a task to exit after SIGKILL.
 	KillWait time.Duration
+	// State persists restart counts and backoff; nil keeps them in memory.
+	State StateStore
 }
 
 // Supervisor runs one runner per group and is the only thing on the node

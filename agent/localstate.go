@@ -1,0 +1,67 @@
+package agent
+
+import (
+	"encoding/json"
+	"fmt"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/berth-project/berth/supervisor"
+)
+
+var groupsBucket = []byte("groups")
+
+// localState is the supervisor's StateStore in a bbolt file under the
+// state dir: restart counts and backoff of each group, so they resume
+// after an agent restart.
+type localState struct {
+	db *bolt.DB
+}
+
+var _ supervisor.StateStore = (*localState)(nil)
+
+func openLocalState(path string) (*localState, error) {
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 2 * time.Second})
+	if err != nil {
+		return nil, fmt.Errorf("open local state %s: %w (is another agentd using this state dir?)", path, err)
+	}
+	if err := db.Update(func(tx *bolt.Tx) error {
+		_, err := tx.CreateBucketIfNotExists(groupsBucket)
+		return err
+	}); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return &localState{db: db}, nil
+}
+
+func (s *localState) Close() error { return s.db.Close() }
+
+func (s *localState) LoadGroup(group string) (supervisor.GroupRecord, bool) {
+	var rec supervisor.GroupRecord
+	found := false
+	_ = s.db.View(func(tx *bolt.Tx) error {
+		if v := tx.Bucket(groupsBucket).Get([]byte(group)); v != nil {
+			found = json.Unmarshal(v, &rec) == nil
+		}
+		return nil
+	})
+	return rec, found
+}
+
+func (s *localState) SaveGroup(group string, rec supervisor.GroupRecord) error {
+	b, err := json.Marshal(rec)
+	if err != nil {
+		return err
+	}
+	return s.db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(groupsBucket).Put([]byte(group), b)
+	})
+}
+
+func (s *localState) DeleteGroup(group string) error {
+	return s.db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(groupsBucket).Delete([]byte(group))
+	})
+}
