@@ -55,18 +55,23 @@ type Agent struct {
 	// containerdUp is what the last health check of containerd said.
 	containerdUp atomic.Bool
 
+	metrics *metrics
+
 	ready chan struct{}
 }
 
 // New returns an agent for a validated config.
 func New(cfg Config, log *slog.Logger) *Agent {
-	return &Agent{
+	a := &Agent{
 		cfg: cfg, log: log, events: NewEvents(1000),
 		groups: map[string]*groupEntry{}, prev: map[string]persistedGroup{}, fileErrs: map[string]string{},
 		ready:     make(chan struct{}),
 		capacity:  capacityFromConfig(cfg.Node),
 		releasing: map[string]api.Resources{},
 	}
+	a.metrics = newMetrics(a)
+	a.events.observe = a.metrics.ObserveEvent
+	return a
 }
 
 // Ready is closed once the agent serves its API with the desired state
@@ -169,6 +174,19 @@ func (a *Agent) Run(ctx context.Context) error {
 		_ = srv.Shutdown(sctx)
 		return nil
 	})
+	if a.cfg.MetricsAddress != "" {
+		msrv := &http.Server{Addr: a.cfg.MetricsAddress, Handler: a.metrics.Handler(), ReadHeaderTimeout: 10 * time.Second}
+		eg.Go(func() error {
+			if err := msrv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				return fmt.Errorf("metrics on %s: %w", a.cfg.MetricsAddress, err)
+			}
+			return nil
+		})
+		eg.Go(func() error {
+			<-ctx.Done()
+			return msrv.Close()
+		})
+	}
 	close(a.ready)
 	a.log.Info("agent ready", "node", a.cfg.NodeName, "socket", a.cfg.Socket, "groups", len(a.groups),
 		"containerd", a.cfg.Containerd.Address, "namespace", a.cfg.Containerd.Namespace)

@@ -14,6 +14,8 @@ import (
 // them the desired state of their groups (persisted under the state dir,
 // so they survive restarts). Nothing is applied when anything is wrong.
 func (a *Agent) Apply(req api.ApplyRequest) ([]api.ApplyResult, error) {
+	start := time.Now()
+	defer func() { a.metrics.ObserveReconcile(time.Since(start)) }()
 	if len(req.Files) == 0 {
 		return nil, fmt.Errorf("apply: no files: %w", api.ErrInvalid)
 	}

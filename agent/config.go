@@ -30,6 +30,9 @@ type Config struct {
 	Socket string `toml:"socket"`
 	// SocketGroup, if set, owns the socket (so its members can use agentctl).
 	SocketGroup string `toml:"socket_group"`
+	// MetricsAddress, when set, also serves /metrics over TCP (e.g.
+	// "127.0.0.1:9464"); it is always on the admin socket.
+	MetricsAddress string `toml:"metrics_address"`
 	// DrainOnShutdown stops every group (lowest priority first) when agentd
 	// gets SIGTERM, instead of leaving them running.
 	DrainOnShutdown bool `toml:"drain_on_shutdown"`

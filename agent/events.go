@@ -16,6 +16,8 @@ type Events struct {
 	next int
 	full bool
 	subs map[chan api.Event]struct{}
+	// observe, when set, sees every event (metrics); it must not block.
+	observe func(api.Event)
 }
 
 // NewEvents returns a hub that keeps the last size events.
@@ -29,6 +31,9 @@ func (e *Events) Publish(ev api.Event) {
 	defer e.mu.Unlock()
 	e.seq++
 	ev.Seq = e.seq
+	if e.observe != nil {
+		e.observe(ev)
+	}
 	e.ring[e.next] = ev
 	e.next = (e.next + 1) % len(e.ring)
 	if e.next == 0 {

@@ -66,6 +66,8 @@ func scanGroupsDir(dir string) ([]fileGroup, error) {
 // that fails validation leaves its running group untouched and records
 // the error on it.
 func (a *Agent) syncFiles() error {
+	start := time.Now()
+	defer func() { a.metrics.ObserveReconcile(time.Since(start)) }()
 	files, err := scanGroupsDir(a.cfg.GroupsDir)
 	if err != nil {
 		return err

@@ -63,21 +63,26 @@ func dirOf(p string) string {
 // Handler returns the admin API (see api/routes.go).
 func (a *Agent) Handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET "+api.PathVersion, a.handleVersion)
-	mux.HandleFunc("POST "+api.PathApply, a.handleApply)
-	mux.HandleFunc("GET "+api.PathGroups, a.handleList)
-	mux.HandleFunc("GET "+api.PathGroups+"/{name}", a.handleGet)
-	mux.HandleFunc("DELETE "+api.PathGroups+"/{name}", a.handleDelete)
-	mux.HandleFunc("POST "+api.PathGroups+"/{name}/stop", a.handleStop)
-	mux.HandleFunc("POST "+api.PathGroups+"/{name}/start", a.handleStart)
-	mux.HandleFunc("GET "+api.PathGroups+"/{name}/logs", a.handleLogs)
-	mux.HandleFunc("GET "+api.PathEvents, a.handleEvents)
-	mux.HandleFunc("GET "+api.PathNode, a.handleNode)
-	mux.HandleFunc("POST "+api.PathNode+"/drain", a.handleDrain)
-	mux.HandleFunc("POST "+api.PathNode+"/undrain", a.handleUndrain)
-	mux.HandleFunc("GET "+api.PathImages, a.handleImages)
-	mux.HandleFunc("POST "+api.PathImages+"/import", a.handleImport)
-	mux.HandleFunc("POST "+api.PathImages+"/pull", a.handlePull)
+	// route registers a handler with its request-duration metric.
+	route := func(pattern string, h http.HandlerFunc) {
+		mux.HandleFunc(pattern, a.metrics.Instrument(pattern, h))
+	}
+	route("GET "+api.PathVersion, a.handleVersion)
+	route("POST "+api.PathApply, a.handleApply)
+	route("GET "+api.PathGroups, a.handleList)
+	route("GET "+api.PathGroups+"/{name}", a.handleGet)
+	route("DELETE "+api.PathGroups+"/{name}", a.handleDelete)
+	route("POST "+api.PathGroups+"/{name}/stop", a.handleStop)
+	route("POST "+api.PathGroups+"/{name}/start", a.handleStart)
+	route("GET "+api.PathGroups+"/{name}/logs", a.handleLogs)
+	route("GET "+api.PathEvents, a.handleEvents)
+	route("GET "+api.PathNode, a.handleNode)
+	route("POST "+api.PathNode+"/drain", a.handleDrain)
+	route("POST "+api.PathNode+"/undrain", a.handleUndrain)
+	route("GET "+api.PathImages, a.handleImages)
+	route("POST "+api.PathImages+"/import", a.handleImport)
+	route("POST "+api.PathImages+"/pull", a.handlePull)
+	mux.Handle("GET /metrics", a.metrics.Handler())
 	return mux
 }
 
