@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/user"
 	"runtime"
+	"sort"
 	"strconv"
 	"time"
 
@@ -77,6 +78,7 @@ func (a *Agent) Handler() http.Handler {
 	route("GET "+api.PathGroups+"/{name}/logs", a.handleLogs)
 	route("GET "+api.PathEvents, a.handleEvents)
 	route("GET "+api.PathNode, a.handleNode)
+	route("GET "+api.PathTop, a.handleTop)
 	route("POST "+api.PathNode+"/drain", a.handleDrain)
 	route("POST "+api.PathNode+"/undrain", a.handleUndrain)
 	route("GET "+api.PathImages, a.handleImages)
@@ -160,6 +162,15 @@ func (a *Agent) handleGet(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		writeError(w, notFound(name))
 		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	usage := a.sup.ContainerUsage(ctx, name)
+	for i := range st.Containers {
+		if u, ok := usage[st.Containers[i].Name]; ok {
+			cu := containerUsage(name, st.Containers[i].Name, u, supervisor.Usage{}, 0)
+			st.Containers[i].Usage = &cu
+		}
 	}
 	writeJSON(w, http.StatusOK, st)
 }
@@ -363,6 +374,53 @@ func (a *Agent) handleUndrain(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	a.handleNode(w, r)
+}
+
+// handleTop samples every running container twice, 250ms apart, for CPU
+// rates.
+func (a *Agent) handleTop(w http.ResponseWriter, r *http.Request) {
+	const window = 250 * time.Millisecond
+	ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
+	defer cancel()
+	groups := a.sup.List()
+	first := map[string]map[string]supervisor.Usage{}
+	for _, g := range groups {
+		first[g.Name] = a.sup.ContainerUsage(ctx, g.Name)
+	}
+	select {
+	case <-time.After(window):
+	case <-ctx.Done():
+		writeError(w, ctx.Err())
+		return
+	}
+	out := []api.ContainerUsage{}
+	for _, g := range groups {
+		for c, u := range a.sup.ContainerUsage(ctx, g.Name) {
+			out = append(out, containerUsage(g.Name, c, u, first[g.Name][c], window))
+		}
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Group != out[j].Group {
+			return out[i].Group < out[j].Group
+		}
+		return out[i].Container < out[j].Container
+	})
+	writeJSON(w, http.StatusOK, out)
+}
+
+// containerUsage converts a sample, with the CPU rate against an earlier
+// one when window is set.
+func containerUsage(group, container string, u, before supervisor.Usage, window time.Duration) api.ContainerUsage {
+	cu := api.ContainerUsage{Group: group, Container: container, CPUSeconds: float64(u.CPUNanos) / 1e9,
+		Memory: api.ByteSize(u.MemoryBytes), MemoryLimit: api.ByteSize(u.MemoryLimit), Pids: int64(u.Pids)}
+	if window > 0 && u.CPUNanos >= before.CPUNanos && before.CPUNanos > 0 {
+		elapsed := u.At.Sub(before.At)
+		if elapsed <= 0 {
+			elapsed = window
+		}
+		cu.CPU = float64(u.CPUNanos-before.CPUNanos) / float64(elapsed.Nanoseconds())
+	}
+	return cu
 }
 
 func (a *Agent) handleImages(w http.ResponseWriter, r *http.Request) {

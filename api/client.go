@@ -183,6 +183,15 @@ func (c *Client) Events(ctx context.Context, opts EventOptions, fn func(Event) e
 	return decodeStream(ctx, c, resp.Body, fn)
 }
 
+// Top returns the resource use of every running container.
+func (c *Client) Top(ctx context.Context) ([]ContainerUsage, error) {
+	var out []ContainerUsage
+	if err := c.call(ctx, http.MethodGet, PathTop, nil, nil, &out); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // Drain stops every group of the node, lowest priority first, and returns
 // when they have stopped; the node stays drained until Undrain.
 func (c *Client) Drain(ctx context.Context) (*NodeStatus, error) {

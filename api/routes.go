@@ -14,6 +14,7 @@ package api
 //	GET    /v1/groups/{name}/logs           LogEntry stream; query: container, follow=1,
 //	                                        tail=N, since=RFC3339 time or duration ("10m")
 //	GET    /v1/events                       []Event, or a stream with follow=1; query: group
+//	GET    /v1/top                          []ContainerUsage of every running container
 //	GET    /v1/node                         NodeStatus
 //	POST   /v1/node/drain                   stop every group, lowest priority first; NodeStatus
 //	POST   /v1/node/undrain                 let groups run again; NodeStatus
@@ -28,6 +29,7 @@ const (
 	PathEvents  = "/v1/events"
 	PathImages  = "/v1/images"
 	PathNode    = "/v1/node"
+	PathTop     = "/v1/top"
 )
 
 // ContentTypeNDJSON is the content type of streams.

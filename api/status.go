@@ -80,6 +80,21 @@ type ContainerStatus struct {
 	Probes []ProbeStatus `json:"probes,omitempty"`
 	// Hooks are the last runs of the container's hooks.
 	Hooks []HookStatus `json:"hooks,omitempty"`
+	// Usage is the container's resource use now (set by Get, not List).
+	Usage *ContainerUsage `json:"usage,omitempty"`
+}
+
+// ContainerUsage is a running container's resource use.
+type ContainerUsage struct {
+	Group     string `json:"group,omitempty"`
+	Container string `json:"container,omitempty"`
+	// CPU is the cores in use over the sampling window (1 = one core);
+	// CPUSeconds the CPU time used since the task started.
+	CPU         float64  `json:"cpu"`
+	CPUSeconds  float64  `json:"cpu_seconds"`
+	Memory      ByteSize `json:"memory"` // working set
+	MemoryLimit ByteSize `json:"memory_limit,omitempty"`
+	Pids        int64    `json:"pids"`
 }
 
 // ProbeStatus is one probe's recent history.

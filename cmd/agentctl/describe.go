@@ -210,6 +210,13 @@ func describeContainer(tw io.Writer, g *api.GroupStatus, name string, now time.T
 			field("Exit code", describeExitCode(*st.ExitCode, st.OOMKilled))
 		}
 		field("Restarts", fmt.Sprint(st.Restarts))
+		if u := st.Usage; u != nil {
+			mem := shortBytes(u.Memory)
+			if u.MemoryLimit > 0 {
+				mem += " / " + shortBytes(u.MemoryLimit)
+			}
+			field("Usage", fmt.Sprintf("cpu %.2fs used, memory %s, pids %d", u.CPUSeconds, mem, u.Pids))
+		}
 		field("Started", timeAndAge(now, st.StartedAt))
 		if !st.FinishedAt.IsZero() {
 			field("Finished", timeAndAge(now, st.FinishedAt))

@@ -124,6 +124,7 @@ Exit codes: 0 success, 1 other failure, 2 usage error, 3 invalid input,
 		a.eventsCommand(),
 		a.imageCommand(),
 		a.nodeCommand(),
+		a.topCommand(),
 		a.versionCommand(),
 	)
 	markRunErrors(root)
