@@ -92,6 +92,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		return err
 	}
 	a.client = client
+	a.containerdUp.Store(true)
 	defer client.Close()
 
 	self, err := os.Executable()
@@ -187,12 +188,60 @@ func (a *Agent) Run(ctx context.Context) error {
 			return msrv.Close()
 		})
 	}
+	notify := newNotifier(a.log)
+	eg.Go(func() error { return notify.Run(ctx, a.statusLine, a.healthy) })
+	eg.Go(func() error {
+		<-ctx.Done()
+		notify.Stopping()
+		return nil
+	})
 	close(a.ready)
+	notify.Ready()
 	a.log.Info("agent ready", "node", a.cfg.NodeName, "socket", a.cfg.Socket, "groups", len(a.groups),
 		"containerd", a.cfg.Containerd.Address, "namespace", a.cfg.Containerd.Namespace)
 	err = eg.Wait()
 	a.log.Info("agent stopped; groups keep running")
 	return err
+}
+
+// statusLine is the systemd STATUS= line.
+func (a *Agent) statusLine() string {
+	running := 0
+	for _, st := range a.sup.List() {
+		if st.State == api.GroupRunning {
+			running++
+		}
+	}
+	a.mu.Lock()
+	ns := a.nodeStatusLocked()
+	a.mu.Unlock()
+	cd := "containerd ok"
+	if !a.containerdUp.Load() {
+		cd = "containerd unavailable"
+	}
+	s := fmt.Sprintf("%d groups: %d running, %d pending, %d evicted; %s", ns.Admitted+ns.Pending+ns.Evicted, running, ns.Pending, ns.Evicted, cd)
+	if ns.Drained {
+		s += "; drained"
+	}
+	return s
+}
+
+// healthy says whether the agent's state can be read in time: the
+// watchdog is pinged only then, so a stuck agent is restarted by systemd.
+func (a *Agent) healthy() bool {
+	done := make(chan struct{})
+	go func() {
+		a.mu.Lock()
+		a.mu.Unlock()
+		a.sup.List()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return true
+	case <-time.After(5 * time.Second):
+		return false
+	}
 }
 
 // loadDesired restores groups applied through the API and the persisted

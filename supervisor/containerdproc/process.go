@@ -62,6 +62,12 @@ func Start(ctx context.Context, cfg Config) (*Process, error) {
 	// Its own process group: a terminal's SIGINT to the parent's group does
 	// not reach it. No parent-death signal: it outlives the parent.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// systemd's notify socket is agentd's: containerd must not talk to it.
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "NOTIFY_SOCKET=") && !strings.HasPrefix(kv, "WATCHDOG_") {
+			cmd.Env = append(cmd.Env, kv)
+		}
+	}
 	if cfg.LogPath != "" {
 		// A file, not a pipe: nothing in this process has to copy the
 		// output, so the daemon keeps logging after the parent is gone.
