@@ -2,6 +2,7 @@ package supervisor
 
 import (
 	"fmt"
+	"time"
 
 	"github.com/berth-project/berth/api"
 )
@@ -54,14 +55,21 @@ func canTransition(from, to api.GroupState) bool {
 // message, and emits the event. An illegal transition is a bug: it is
 // reported as a Warning event and applied anyway, so the status never lies.
 func (r *runner) transition(to api.GroupState, reason, msg string) {
-	r.mu.Lock()
-	from := r.status.State
-	same := from == to && r.status.Reason == reason && r.status.Message == msg
-	r.status.State, r.status.Reason, r.status.Message = to, reason, msg
-	r.mu.Unlock()
+	from := r.state()
+	// Persist first, so that a state others can see is never lost by a
+	// kill -9 in between; then publish containers and state together.
 	if to == api.GroupBackOff || (to == api.GroupRunning && from != to) {
 		r.saveState()
 	}
+	r.publish()
+	r.mu.Lock()
+	same := from == to && r.status.Reason == reason && r.status.Message == msg
+	r.status.State, r.status.Reason, r.status.Message = to, reason, msg
+	r.status.NextRestart = time.Time{}
+	if to == api.GroupBackOff {
+		r.status.NextRestart = r.retryAt
+	}
+	r.mu.Unlock()
 	if same {
 		return
 	}
