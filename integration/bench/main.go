@@ -79,6 +79,10 @@ func run(rounds, graceRounds int, keep bool) (retErr error) {
 	if err != nil {
 		return fmt.Errorf("grace: %w", err)
 	}
+	failover, err := b.measureFailover(ctx, rounds)
+	if err != nil {
+		return fmt.Errorf("liveness failover: %w", err)
+	}
 	preempt, err := b.measurePreemption(ctx, rounds)
 	if err != nil {
 		return fmt.Errorf("preemption: %w", err)
@@ -93,6 +97,7 @@ func run(rounds, graceRounds int, keep bool) (retErr error) {
 	fmt.Printf("  ratio (a)/(b') median %.3f  p95 %.3f\n", ratio(apply, plain, 50), ratio(apply, plain, 95))
 	fmt.Printf("\nSIGKILL at grace (1s grace, SIGTERM ignored, %d rounds): error median %s, max %s   (target ≤ 50ms)\n",
 		graceRounds, ms(pct(grace, 50)), ms(pct(grace, 100)))
+	printFailover(failover)
 	printPreemption(preempt)
 	return nil
 }
