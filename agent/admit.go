@@ -86,7 +86,9 @@ func (a *Agent) admitLocked() {
 		if g.adm.evicting == nil {
 			continue
 		}
-		if st, ok := a.sup.Status(name); !ok || (st.Running() == 0 && st.State != api.GroupStopping) {
+		// Finished means the supervisor reached the cause's state: a victim
+		// that was still starting stops first, and only then frees its room.
+		if st, ok := a.sup.Status(name); !ok || (st.Running() == 0 && st.State == g.adm.evicting.State) {
 			g.adm.evicted, g.adm.evicting = g.adm.evicting, nil
 			changed[name] = true
 		}
@@ -112,7 +114,10 @@ func (a *Agent) admitLocked() {
 	for _, p := range pending {
 		g := a.groups[p.Name]
 		if a.stillPreempting(g) {
-			continue // its room is being made
+			// Its room is being made: reserve it, so lower priorities (its
+			// own victims among them) cannot take what the first victims free.
+			holding = append(holding, p)
+			continue
 		}
 		plan := planAdmission(a.capacity, holding, p)
 		switch {
