@@ -24,6 +24,9 @@ func main() {
 	rounds := flag.Int("rounds", 20, "rounds of each start measurement")
 	graceRounds := flag.Int("grace-rounds", 10, "rounds of the SIGKILL-at-grace measurement")
 	keep := flag.Bool("keep", false, "keep the temp dir (for debugging)")
+	flag.IntVar(&fpGroups, "footprint-groups", 100, "running groups for the RSS and idle CPU measurement (0 skips the footprint)")
+	flag.IntVar(&fpScale, "scale-groups", 200, "running groups for the apply-latency-under-load measurement")
+	flag.DurationVar(&fpIdle, "idle", 60*time.Second, "window of the idle CPU measurement")
 	flag.Parse()
 	if err := run(*rounds, *graceRounds, *keep); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
@@ -99,8 +102,21 @@ func run(rounds, graceRounds int, keep bool) (retErr error) {
 		graceRounds, ms(pct(grace, 50)), ms(pct(grace, 100)))
 	printFailover(failover)
 	printPreemption(preempt)
+	if fpGroups > 0 {
+		fp, err := b.measureFootprint(ctx, fpGroups, max(fpScale, fpGroups), 10, fpIdle)
+		if err != nil {
+			return fmt.Errorf("footprint: %w", err)
+		}
+		fp.print()
+	}
 	return nil
 }
+
+// Footprint options (flags).
+var (
+	fpGroups, fpScale int
+	fpIdle            time.Duration
+)
 
 func (b *bench) setup(ctx context.Context) error {
 	t0 := time.Now()
