@@ -108,7 +108,7 @@ func (a *Agent) admitLocked() {
 		}
 	}
 	for name, r := range a.releasing {
-		holding = append(holding, admitGroup{Name: name, Request: r, Priority: 1 << 62})
+		holding = append(holding, admitGroup{Name: name + " (being deleted)", Request: r, Priority: 1 << 62})
 	}
 	admissionOrder(pending)
 	for _, p := range pending {

@@ -128,15 +128,18 @@ func (a *Agent) Delete(name string) (<-chan struct{}, error) {
 	if err := a.savePersistedLocked(); err != nil {
 		a.log.Error("save agent state", "err", err)
 	}
-	done := a.sup.Remove(name)
+	// The group's room is released before anyone waiting for the delete
+	// hears of it, so a group applied right after finds it free.
+	done, released := a.sup.Remove(name), make(chan struct{})
 	go func() {
 		<-done
 		a.mu.Lock()
 		delete(a.releasing, name)
 		a.admitLocked()
 		a.mu.Unlock()
+		close(released)
 	}()
-	return done, nil
+	return released, nil
 }
 
 // SetStopped stops (true) or starts (false) a group, keeping its
