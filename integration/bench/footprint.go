@@ -128,35 +128,19 @@ func (b *bench) deleteMany(ctx context.Context, n int) error {
 func (b *bench) applyLatency(ctx context.Context, rounds int) ([]time.Duration, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	events := make(chan api.Event, 1024)
-	go func() {
-		_ = b.api.Events(ctx, api.EventOptions{Group: "probe-one", Follow: true}, func(e api.Event) error {
-			events <- e
-			return nil
-		})
-	}()
+	ev := followEvents(ctx, b.api, "probe-one")
 	var out []time.Duration
-	var last uint64
 	for i := 0; i < rounds+1; i++ {
 		start := time.Now()
 		if _, err := b.api.Apply(ctx, api.ApplyRequest{Files: []api.ApplyFile{sleeperGroup("probe-one")}}); err != nil {
 			return nil, err
 		}
-		timeout := time.After(30 * time.Second)
-	wait:
-		for {
-			select {
-			case e := <-events:
-				if e.Seq > last && e.Container == "" && e.Reason == "Started" {
-					last = e.Seq
-					break wait
-				}
-			case <-timeout:
-				return nil, fmt.Errorf("probe-one not running within 30s")
-			}
+		at, err := ev.started(ctx, "probe-one")
+		if err != nil {
+			return nil, err
 		}
 		if i > 0 {
-			out = append(out, time.Since(start))
+			out = append(out, at.Sub(start))
 		}
 		if err := b.api.Delete(ctx, "probe-one", true); err != nil {
 			return nil, err

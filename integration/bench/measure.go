@@ -48,41 +48,20 @@ args = ["sleep"]
 func (b *bench) measureApply(ctx context.Context, rounds int) ([]time.Duration, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	events := make(chan api.Event, 1024)
-	go func() {
-		_ = b.api.Events(ctx, api.EventOptions{Group: "trio", Follow: true}, func(e api.Event) error {
-			events <- e
-			return nil
-		})
-	}()
+	ev := followEvents(ctx, b.api, "trio")
 	var out []time.Duration
-	var lastSeq uint64
 	for i := 0; i < rounds+1; i++ { // round 0 warms up (first shim, image checks)
 		start := time.Now()
 		if _, err := b.api.Apply(ctx, api.ApplyRequest{Files: []api.ApplyFile{{Name: "trio.toml", Content: trio}}}); err != nil {
 			return nil, err
 		}
-		timeout := time.After(30 * time.Second)
-	wait:
-		for {
-			select {
-			case e := <-events:
-				if e.Seq <= lastSeq {
-					continue
-				}
-				lastSeq = e.Seq
-				if e.Container == "" && e.Reason == "Started" && strings.Contains(e.Message, "3/3") {
-					break wait
-				}
-				if e.Reason == "StartFailed" || e.Reason == "ImageUnavailable" || e.Reason == "InvalidSpec" {
-					return nil, fmt.Errorf("round %d: %s: %s", i, e.Reason, e.Message)
-				}
-			case <-timeout:
-				return nil, fmt.Errorf("round %d: no Started event within 30s", i)
-			}
+		// The group's Started event comes once every container runs.
+		at, err := ev.started(ctx, "trio")
+		if err != nil {
+			return nil, fmt.Errorf("round %d: %w", i, err)
 		}
 		if i > 0 {
-			out = append(out, time.Since(start))
+			out = append(out, at.Sub(start))
 		}
 		if err := b.api.Delete(ctx, "trio", true); err != nil {
 			return nil, err

@@ -183,13 +183,7 @@ func (b *bench) measurePreemption(ctx context.Context, rounds int) (res *preempt
 	}()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	ev := &eventWaiter{ch: make(chan api.Event, 1024)}
-	go func() {
-		_ = p.api.Events(ctx, api.EventOptions{Follow: true}, func(e api.Event) error {
-			ev.ch <- e
-			return nil
-		})
-	}()
+	ev := followEvents(ctx, p.api, "")
 
 	res = &preemptResult{}
 	apply := func(content string) (time.Time, error) {
@@ -252,42 +246,6 @@ func (b *bench) measurePreemption(ctx context.Context, rounds int) (res *preempt
 		}
 	}
 	return res, nil
-}
-
-// eventWaiter reads one followed event stream.
-type eventWaiter struct {
-	ch      chan api.Event
-	lastSeq uint64
-}
-
-// started waits for group's Started event (the group's, not a
-// container's: every container runs) and returns the event's time.
-func (w *eventWaiter) started(ctx context.Context, group string) (time.Time, error) {
-	timeout := time.After(30 * time.Second)
-	for {
-		select {
-		case e := <-w.ch:
-			if e.Seq <= w.lastSeq {
-				continue
-			}
-			w.lastSeq = e.Seq
-			if e.Group != group {
-				continue
-			}
-			switch e.Reason {
-			case "Started":
-				if e.Container == "" {
-					return e.Time, nil
-				}
-			case "StartFailed", "ImageUnavailable", "Unschedulable", "KilledAtGrace":
-				return time.Time{}, fmt.Errorf("group %s: %s: %s", group, e.Reason, e.Message)
-			}
-		case <-timeout:
-			return time.Time{}, fmt.Errorf("no Started event of %s within 30s", group)
-		case <-ctx.Done():
-			return time.Time{}, ctx.Err()
-		}
-	}
 }
 
 // waitTick waits for a tick in the group's log: testapp installs its
