@@ -285,6 +285,11 @@ clean-demo: build ## delete the demo's groups, stop its agentd and containerd, r
 		exit 1
 	fi
 	rm -rf --one-file-system $(DEMO_RUN_DIR) $(DEMO_DIR)
+	# The namespace's (now empty) cgroups, and runc's state for it.
+	for d in /sys/fs/cgroup/*/$(DEMO_NAMESPACE) /sys/fs/cgroup/$(DEMO_NAMESPACE); do
+		[[ -d "$$d" ]] && find "$$d" -depth -type d -exec rmdir {} + 2>/dev/null || true
+	done
+	rm -rf /run/containerd/runc/$(DEMO_NAMESPACE)
 	echo "removed $(DEMO_RUN_DIR) and $(OUT)/demo"
 
 test: test-unit test-fuzz test-integration ## run all tests: unit, fuzz, integration (root)
