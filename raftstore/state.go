@@ -1,0 +1,170 @@
+package raftstore
+
+import (
+	"cmp"
+	"encoding/json"
+	"maps"
+	"slices"
+	"time"
+
+	"github.com/berth-project/berth/api"
+)
+
+// State is the replicated state: what every member holds in memory and
+// what a snapshot contains. Each entry carries Index, the Raft index of the
+// command that last changed it. Values read through Store or FSM are
+// copies: changing them changes nothing replicated.
+type State struct {
+	// Index is the Raft index of the last command the FSM applied,
+	// including commands it rejected.
+	Index       uint64                `json:"index"`
+	Groups      map[string]Group      `json:"groups"`
+	Allocations map[string]Allocation `json:"allocations"`
+	Nodes       map[string]NodeInfo   `json:"nodes"`
+}
+
+// Group is a cluster group: a group spec with a [placement] that the
+// scheduler turns into allocations.
+type Group struct {
+	Name string        `json:"name"`
+	Spec api.GroupSpec `json:"spec"`
+	// Generation grows by one with every change of Spec; allocations
+	// record the generation they run.
+	Generation int64 `json:"generation"`
+	// Index is set by the FSM; it is ignored in commands.
+	Index uint64 `json:"index,omitempty"`
+}
+
+// Allocation is one instance of a cluster group placed on a node: one
+// replica, or one shard, of the group.
+type Allocation struct {
+	// ID is unique in the cluster, chosen by the scheduler.
+	ID      string `json:"id"`
+	Group   string `json:"group"`
+	Replica int    `json:"replica"`
+	Shard   int    `json:"shard"`
+	// Node is the node that runs it; empty while it cannot be placed.
+	Node string `json:"node,omitempty"`
+	// Generation grows by one each time the scheduler rewrites the
+	// allocation (moves it, or moves it to a newer group generation); a
+	// status report for an older generation is ignored, so a node that
+	// comes back cannot overwrite the status of an allocation moved away.
+	Generation int64 `json:"generation"`
+	// Status is the group's state on the node, as its agent reports it;
+	// empty until the first report.
+	Status api.GroupState `json:"status,omitempty"`
+	Ready  bool           `json:"ready"`
+	Reason string         `json:"reason,omitempty"`
+	// UpdatedAt is the proposer's clock at the last change (Command.Time).
+	UpdatedAt time.Time `json:"updated_at,omitzero"`
+	// Index is set by the FSM; it is ignored in commands.
+	Index uint64 `json:"index,omitempty"`
+}
+
+// NodeInfo is what the cluster knows of one agent.
+type NodeInfo struct {
+	Name     string            `json:"name"`
+	APIAddr  string            `json:"api_addr"`
+	RaftAddr string            `json:"raft_addr"`
+	Capacity api.Resources     `json:"capacity"`
+	Labels   map[string]string `json:"labels,omitempty"`
+	// Version is the agent's build version.
+	Version string     `json:"version,omitempty"`
+	Status  NodeStatus `json:"status"`
+	// UpdatedAt is the proposer's clock at the last change (Command.Time).
+	UpdatedAt time.Time `json:"updated_at,omitzero"`
+	// Index is set by the FSM; it is ignored in commands.
+	Index uint64 `json:"index,omitempty"`
+}
+
+// NodeStatus is a node's membership status, as the cluster package decides
+// it from memberlist. raftstore only stores it.
+type NodeStatus string
+
+const (
+	NodeAlive   NodeStatus = "alive"
+	NodeSuspect NodeStatus = "suspect"
+	NodeDead    NodeStatus = "dead"
+	NodeLeft    NodeStatus = "left"
+)
+
+func (s NodeStatus) String() string { return string(s) }
+
+// Valid reports whether s is one of the known statuses.
+func (s NodeStatus) Valid() bool {
+	switch s {
+	case NodeAlive, NodeSuspect, NodeDead, NodeLeft:
+		return true
+	}
+	return false
+}
+
+func newState() State {
+	return State{
+		Groups:      map[string]Group{},
+		Allocations: map[string]Allocation{},
+		Nodes:       map[string]NodeInfo{},
+	}
+}
+
+// Clone returns a deep copy of s.
+func (s State) Clone() State {
+	c := State{
+		Index:       s.Index,
+		Groups:      make(map[string]Group, len(s.Groups)),
+		Allocations: maps.Clone(s.Allocations),
+		Nodes:       make(map[string]NodeInfo, len(s.Nodes)),
+	}
+	if c.Allocations == nil {
+		c.Allocations = map[string]Allocation{}
+	}
+	for k, g := range s.Groups {
+		c.Groups[k] = g.Clone()
+	}
+	for k, n := range s.Nodes {
+		c.Nodes[k] = n.Clone()
+	}
+	return c
+}
+
+// Clone returns a deep copy of g. The spec is copied through its JSON form,
+// which is how it travels through the log anyway.
+func (g Group) Clone() Group {
+	data, err := json.Marshal(g.Spec)
+	if err != nil {
+		// The spec came out of a JSON decode (a command or a snapshot), so
+		// it encodes; this is unreachable.
+		panic("raftstore: cloning group " + g.Name + ": " + err.Error())
+	}
+	g.Spec = api.GroupSpec{}
+	if err := json.Unmarshal(data, &g.Spec); err != nil {
+		panic("raftstore: cloning group " + g.Name + ": " + err.Error())
+	}
+	return g
+}
+
+// Clone returns a deep copy of n.
+func (n NodeInfo) Clone() NodeInfo {
+	n.Labels = maps.Clone(n.Labels)
+	return n
+}
+
+// sortedValues returns m's values ordered by key, each cloned.
+func sortedValues[V any](m map[string]V, clone func(V) V) []V {
+	keys := slices.Sorted(maps.Keys(m))
+	out := make([]V, 0, len(keys))
+	for _, k := range keys {
+		v := m[k]
+		if clone != nil {
+			v = clone(v)
+		}
+		out = append(out, v)
+	}
+	return out
+}
+
+// allocationOrder orders allocations by group, then replica, shard and ID.
+func allocationOrder(a, b Allocation) int {
+	return cmp.Or(cmp.Compare(a.Group, b.Group), cmp.Compare(a.Replica, b.Replica),
+		cmp.Compare(a.Shard, b.Shard), cmp.Compare(a.ID, b.ID))
+}
