@@ -56,6 +56,8 @@ type Agent struct {
 	containerdUp atomic.Bool
 
 	metrics *metrics
+	// local is the agent's bbolt database (set by Run).
+	local *localState
 
 	ready chan struct{}
 }
@@ -109,11 +111,12 @@ func (a *Agent) Run(ctx context.Context) error {
 		LogOpts:     supervisor.LogOptions{MaxSize: int64(a.cfg.Logs.MaxSize), MaxFiles: a.cfg.Logs.MaxFiles},
 		Images:      a.images,
 	})
-	local, err := openLocalState(filepath.Join(a.cfg.StateDir, "runtime.db"))
+	local, err := openLocalState(filepath.Join(a.cfg.StateDir, "state.db"))
 	if err != nil {
 		return err
 	}
 	defer local.Close()
+	a.local = local
 	a.sup = supervisor.New(supervisor.Config{
 		State:     local,
 		Runtime:   rt,

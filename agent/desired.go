@@ -58,7 +58,9 @@ func specHash(s *api.GroupSpec) string {
 	return hex.EncodeToString(sum[:8])
 }
 
-func (a *Agent) statePath() string  { return filepath.Join(a.cfg.StateDir, "agent-state.json") }
+// legacyStatePath is where early builds kept the bookkeeping now in state.db.
+func (a *Agent) legacyStatePath() string { return filepath.Join(a.cfg.StateDir, "agent-state.json") }
+
 func (a *Agent) appliedDir() string { return filepath.Join(a.cfg.StateDir, "applied") }
 func (a *Agent) logDir() string     { return filepath.Join(a.cfg.StateDir, "logs") }
 func (a *Agent) appliedPath(n string) string {
@@ -67,15 +69,24 @@ func (a *Agent) appliedPath(n string) string {
 
 func (a *Agent) loadPersisted() (persisted, error) {
 	p := persisted{Groups: map[string]persistedGroup{}}
-	data, err := os.ReadFile(a.statePath())
-	if errors.Is(err, os.ErrNotExist) {
+	if a.local == nil {
 		return p, nil
 	}
-	if err != nil {
-		return p, err
+	data, ok := a.local.loadDesired()
+	if !ok {
+		// Import what an earlier build kept in a JSON file, once.
+		legacy, err := os.ReadFile(a.legacyStatePath())
+		if errors.Is(err, os.ErrNotExist) {
+			return p, nil
+		}
+		if err != nil {
+			return p, err
+		}
+		data = legacy
+		defer os.Remove(a.legacyStatePath())
 	}
 	if err := json.Unmarshal(data, &p); err != nil {
-		return p, fmt.Errorf("%s: %w", a.statePath(), err)
+		return p, fmt.Errorf("agent state: %w", err)
 	}
 	if p.Groups == nil {
 		p.Groups = map[string]persistedGroup{}
@@ -89,11 +100,14 @@ func (a *Agent) savePersistedLocked() error {
 	for n, g := range a.groups {
 		p.Groups[n] = persistedGroup{Generation: g.Generation, Hash: g.Hash, Stopped: g.Stopped}
 	}
-	data, err := json.MarshalIndent(p, "", "  ")
+	if a.local == nil {
+		return nil // unit tests run without a state database
+	}
+	data, err := json.Marshal(p)
 	if err != nil {
 		return err
 	}
-	return writeFileAtomic(a.statePath(), data, 0o600)
+	return a.local.saveDesired(data)
 }
 
 func writeFileAtomic(path string, data []byte, mode os.FileMode) error {

@@ -10,11 +10,16 @@ import (
 	"github.com/berth-project/berth/supervisor"
 )
 
-var groupsBucket = []byte("groups")
+var (
+	groupsBucket = []byte("groups") // the supervisor's runtime state
+	agentBucket  = []byte("agent")  // the agent's desired-state bookkeeping
+	desiredKey   = []byte("desired")
+)
 
-// localState is the supervisor's StateStore in a bbolt file under the
-// state dir: restart counts and backoff of each group, so they resume
-// after an agent restart.
+// localState is the agent's small local database (bbolt, under the state
+// dir) for what containerd labels cannot hold: the supervisor's restart
+// counts and backoff deadlines (its StateStore), and the agent's
+// generations, stop flags and drain flag.
 type localState struct {
 	db *bolt.DB
 }
@@ -27,7 +32,10 @@ func openLocalState(path string) (*localState, error) {
 		return nil, fmt.Errorf("open local state %s: %w (is another agentd using this state dir?)", path, err)
 	}
 	if err := db.Update(func(tx *bolt.Tx) error {
-		_, err := tx.CreateBucketIfNotExists(groupsBucket)
+		if _, err := tx.CreateBucketIfNotExists(groupsBucket); err != nil {
+			return err
+		}
+		_, err := tx.CreateBucketIfNotExists(agentBucket)
 		return err
 	}); err != nil {
 		db.Close()
@@ -63,5 +71,23 @@ func (s *localState) SaveGroup(group string, rec supervisor.GroupRecord) error {
 func (s *localState) DeleteGroup(group string) error {
 	return s.db.Update(func(tx *bolt.Tx) error {
 		return tx.Bucket(groupsBucket).Delete([]byte(group))
+	})
+}
+
+// loadDesired returns the agent's persisted bookkeeping, if any.
+func (s *localState) loadDesired() ([]byte, bool) {
+	var out []byte
+	_ = s.db.View(func(tx *bolt.Tx) error {
+		if v := tx.Bucket(agentBucket).Get(desiredKey); v != nil {
+			out = append([]byte(nil), v...)
+		}
+		return nil
+	})
+	return out, out != nil
+}
+
+func (s *localState) saveDesired(data []byte) error {
+	return s.db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(agentBucket).Put(desiredKey, data)
 	})
 }
