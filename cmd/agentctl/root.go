@@ -125,6 +125,7 @@ Exit codes: 0 success, 1 other failure, 2 usage error, 3 invalid input,
 		a.imageCommand(),
 		a.nodeCommand(),
 		a.topCommand(),
+		a.tlsCommand(),
 		a.versionCommand(),
 	)
 	markRunErrors(root)
