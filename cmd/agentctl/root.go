@@ -126,6 +126,7 @@ Exit codes: 0 success, 1 other failure, 2 usage error, 3 invalid input,
 		a.nodeCommand(),
 		a.topCommand(),
 		a.tlsCommand(),
+		a.keygenCommand(),
 		a.versionCommand(),
 	)
 	markRunErrors(root)

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/berth-project/berth/cluster"
 	"github.com/berth-project/berth/cluster/pki"
 )
 
@@ -44,4 +45,16 @@ func runAgentctlForTLS(t *testing.T, args ...string) (string, int) {
 	t.Helper()
 	r := runAgentctl(context.Background(), nil, "", args...)
 	return r.stdout + r.stderr, r.code
+}
+
+func TestKeygenPrintsAKeyTheClusterAccepts(t *testing.T) {
+	out, code := runAgentctlForTLS(t, "keygen")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, out)
+	}
+	cfg := cluster.DefaultConfig()
+	cfg.NodeName, cfg.Join, cfg.EncryptKey = "a", []string{"127.0.0.1:7946"}, strings.TrimSpace(out)
+	if err := cfg.Validate(); err != nil {
+		t.Errorf("the key is not accepted: %v", err)
+	}
 }
