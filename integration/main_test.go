@@ -8,6 +8,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/containerd/containerd/api/services/tasks/v1"
 	"io/fs"
 	"os"
 	"os/exec"
@@ -15,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -376,6 +378,30 @@ func (e *testEnv) newNamespace(t testing.TB) string {
 // cleanNamespace kills and deletes every task and container in ns; with
 // all, it also deletes its images, leases, snapshots and content and then
 // the namespace itself.
+// deleteOrphanTasks kills and deletes tasks whose container is gone: an
+// agent stopped in the middle of creating one can leave such a task, and
+// it would make the next task of that name fail with "already exists".
+func deleteOrphanTasks(ctx context.Context, client *containerd.Client, ns string) error {
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		resp, err := client.TaskService().List(ctx, &tasks.ListTasksRequest{})
+		if err != nil {
+			return fmt.Errorf("list tasks in %s: %w", ns, err)
+		}
+		if len(resp.Tasks) == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%d tasks left in %s after 10s", len(resp.Tasks), ns)
+		}
+		for _, t := range resp.Tasks {
+			_, _ = client.TaskService().Kill(ctx, &tasks.KillRequest{ContainerID: t.ID, Signal: uint32(syscall.SIGKILL), All: true})
+			_, _ = client.TaskService().Delete(ctx, &tasks.DeleteTaskRequest{ContainerID: t.ID})
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
 func cleanNamespace(ctx context.Context, client *containerd.Client, ns string, all bool) error {
 	ctx = namespaces.WithNamespace(ctx, ns)
 	var errs []error
@@ -393,6 +419,7 @@ func cleanNamespace(ctx context.Context, client *containerd.Client, ns string, a
 			errs = append(errs, fmt.Errorf("delete container %s/%s: %w", ns, c.ID(), err))
 		}
 	}
+	errs = append(errs, deleteOrphanTasks(ctx, client, ns))
 	if !all {
 		return errors.Join(errs...)
 	}
