@@ -130,3 +130,41 @@ command = ["sleep", "3600"]
 		t.Errorf("restarted at %s, before the deadline %s", running.Containers[0].StartedAt, bo.NextRestart)
 	}
 }
+
+// TestReadinessSurvivesAgentRestart: a ready group stays ready across a
+// kill -9 of agentd: the probes resume from their verdicts instead of
+// starting over as not ready.
+func TestReadinessSurvivesAgentRestart(t *testing.T) {
+	a := startAgent(t, agentOpts{})
+	applyTOML(t, a, "steady.toml", `name = "steady"
+[[container]]
+name = "app"
+image = "berth.local/testapp:latest"
+args = ["serve", "--listen", ":8080"]
+[container.readiness]
+initial_delay = "3s"
+period = "500ms"
+timeout = "200ms"
+http = { path = "/ready", port = 8080 }
+`)
+	// The initial delay applies to resumed probes too: without the kept
+	// verdict the group would be not ready for 3s after the restart.
+	waitGroup(t, a, "steady", 30*time.Second, "ready", func(s *api.GroupStatus) bool { return allRunning(s) && s.Ready })
+	a.Kill()
+	a.start()
+	st := waitGroup(t, a, "steady", 10*time.Second, "reattached", func(s *api.GroupStatus) bool { return s.Reason == "Reattached" })
+	if !st.Ready || !st.Containers[0].Ready {
+		t.Errorf("right after the reattach: group ready %v, container ready %v; want both still ready", st.Ready, st.Containers[0].Ready)
+	}
+	// Two probe periods later nothing has flapped.
+	time.Sleep(1200 * time.Millisecond)
+	st = getGroup(t, a, "steady")
+	for _, e := range st.Events {
+		if e.Reason == "NotReady" || e.Reason == "ContainerNotReady" {
+			t.Errorf("readiness flapped after the restart: %s %s", e.Reason, e.Message)
+		}
+	}
+	if !st.Ready {
+		t.Errorf("not ready after the restart")
+	}
+}

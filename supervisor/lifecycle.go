@@ -81,6 +81,15 @@ func (r *runner) superviseTask(ctx context.Context, c *ctr, fresh bool) {
 	c.probes = map[probeKind]*api.ProbeStatus{}
 	c.ready = c.spec.Readiness == nil
 	c.startupOK = c.spec.Startup == nil
+	if !fresh {
+		// Reattached: resume with the verdicts the probes had reached.
+		if v, ok := r.restored.Ready[c.name]; ok {
+			c.ready = v
+		}
+		if v, ok := r.restored.StartupOK[c.name]; ok {
+			c.startupOK = v
+		}
+	}
 	c.postStart = c.spec.PostStart == nil || !fresh
 	if !c.postStart {
 		c.ready = false
@@ -176,6 +185,7 @@ func (r *runner) onHealth(ctx context.Context, h healthMsg) {
 		if res.Healthy && !c.startupOK {
 			c.startupOK = true
 			c.ready = c.spec.Readiness == nil
+			r.saveState()
 			r.event(api.EventNormal, c.name, "StartupProbeSucceeded", fmt.Sprintf("startup probe of %s passed", c.name))
 			// The startup prober ends; liveness and readiness begin.
 			c.stopProbe()
@@ -194,6 +204,7 @@ func (r *runner) onHealth(ctx context.Context, h healthMsg) {
 	case probeReadiness:
 		if res.Changed {
 			c.ready = res.Healthy
+			r.saveState()
 			if res.Healthy {
 				r.event(api.EventNormal, c.name, "ContainerReady", fmt.Sprintf("container %s is ready", c.name))
 			} else {

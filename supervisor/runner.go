@@ -108,6 +108,9 @@ type runner struct {
 	// attemptFresh: the current start attempt began from nothing, so a
 	// failure rolls it back whole.
 	everRunning, attemptFresh bool
+	// restored is the persisted record of a reattached group: its probe
+	// verdicts seed the resumed probes.
+	restored GroupRecord
 	// stoppedOnRequest: the group was stopped by Set(Run=false), so a later
 	// Set(Run=true) starts it again; a group the restart policy ended
 	// stays down unless restartRequested (Retry) says otherwise.

@@ -22,6 +22,10 @@ type GroupRecord struct {
 	Restarts map[string]int `json:"restarts,omitempty"`
 	Failures int            `json:"failures,omitempty"`
 	RetryAt  time.Time      `json:"retry_at,omitzero"`
+	// Ready and StartupOK are the probe verdicts of running containers, so
+	// a reattached container keeps them instead of flapping to NotReady.
+	Ready     map[string]bool `json:"ready,omitempty"`
+	StartupOK map[string]bool `json:"startup_ok,omitempty"`
 }
 
 // saveState persists the runner's restart state (no-op without a store).
@@ -30,10 +34,14 @@ func (r *runner) saveState() {
 	if st == nil || r.applied == nil {
 		return
 	}
-	rec := GroupRecord{SpecHash: r.applied.SpecHash, Restarts: map[string]int{}, Failures: r.tracker.failures, RetryAt: r.retryAt}
+	rec := GroupRecord{SpecHash: r.applied.SpecHash, Restarts: map[string]int{}, Failures: r.tracker.failures, RetryAt: r.retryAt,
+		Ready: map[string]bool{}, StartupOK: map[string]bool{}}
 	for n, c := range r.ctrs {
 		if c.restarts > 0 {
 			rec.Restarts[n] = c.restarts
+		}
+		if c.running {
+			rec.Ready[n], rec.StartupOK[n] = c.ready, c.startupOK
 		}
 	}
 	if err := st.SaveGroup(r.name, rec); err != nil {
@@ -60,4 +68,5 @@ func (r *runner) loadState() {
 	if rec.RetryAt.After(time.Now()) {
 		r.retryAt = rec.RetryAt
 	}
+	r.restored = rec
 }
