@@ -83,10 +83,12 @@ func (r *runner) superviseTask(ctx context.Context, c *ctr, fresh bool) {
 	c.startupOK = c.spec.Startup == nil
 	if !fresh {
 		// Reattached: resume with the verdicts the probes had reached.
-		if v, ok := r.restored.Ready[c.name]; ok {
+		// Only verdicts of probes the spec has: a container without one
+		// keeps the defaults above.
+		if v, ok := r.restored.Ready[c.name]; ok && c.spec.Readiness != nil {
 			c.ready = v
 		}
-		if v, ok := r.restored.StartupOK[c.name]; ok {
+		if v, ok := r.restored.StartupOK[c.name]; ok && c.spec.Startup != nil {
 			c.startupOK = v
 		}
 	}
@@ -124,7 +126,7 @@ func (r *runner) startProbes(pctx context.Context, c *ctr) {
 		c.probes[kind] = &init
 		go func() { _ = p.Run(pctx) }()
 	}
-	if !c.startupOK {
+	if !c.startupOK && c.spec.Startup != nil {
 		run(probeStartup, c.spec.Startup)
 		return
 	}

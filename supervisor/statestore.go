@@ -40,7 +40,7 @@ func (r *runner) saveState() {
 		if c.restarts > 0 {
 			rec.Restarts[n] = c.restarts
 		}
-		if c.running {
+		if c.running && c.stopProbe != nil { // supervised: the verdicts are real
 			rec.Ready[n], rec.StartupOK[n] = c.ready, c.startupOK
 		}
 	}
