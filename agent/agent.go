@@ -101,6 +101,14 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("find own binary for the log driver: %w", err)
 	}
+	// Exec FIFOs of an agent that was killed mid-exec are swept here.
+	fifoDir := filepath.Join(a.cfg.RunDir, "fifo")
+	if err := os.RemoveAll(fifoDir); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(fifoDir, 0o700); err != nil {
+		return err
+	}
 	a.images = supervisor.NewImages(client, a.cfg.Containerd.Namespace, a.cfg.Containerd.Snapshotter, a.cfg.Registry.AuthFile)
 	rt := supervisor.NewContainerdRuntime(client, supervisor.ContainerdConfig{
 		Namespace:   a.cfg.Containerd.Namespace,
@@ -109,6 +117,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		LogDriver:   self,
 		LogDir:      a.logDir(),
 		LogOpts:     supervisor.LogOptions{MaxSize: int64(a.cfg.Logs.MaxSize), MaxFiles: a.cfg.Logs.MaxFiles},
+		FIFODir:     fifoDir,
 		Images:      a.images,
 	})
 	local, err := openLocalState(filepath.Join(a.cfg.StateDir, "state.db"))

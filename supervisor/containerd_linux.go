@@ -31,6 +31,10 @@ type ContainerdConfig struct {
 	LogDriver string
 	LogDir    string
 	LogOpts   LogOptions
+	// FIFODir holds the FIFOs of exec probes and hooks; "" means the
+	// system temp dir. The agent uses RUN_DIR/fifo and empties it at start,
+	// so an agent killed mid-exec leaves nothing behind.
+	FIFODir string
 	// Images pulls and imports images.
 	Images *Images
 }

@@ -65,7 +65,7 @@ func (r *containerdRuntime) Exec(ctx context.Context, id string, args []string) 
 		return -1, "", err
 	}
 	// Each exec gets its own FIFO directory, gone when Exec returns.
-	fifoDir, err := os.MkdirTemp("", "berth-exec-")
+	fifoDir, err := os.MkdirTemp(r.cfg.FIFODir, "berth-exec-")
 	if err != nil {
 		return -1, "", fmt.Errorf("exec in %s: fifo dir: %w", id, err)
 	}
