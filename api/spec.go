@@ -45,6 +45,18 @@ type GroupSpec struct {
 	// "stop" leaves it stopped.
 	OnEvict EvictPolicy `toml:"on_evict" json:"on_evict,omitempty"`
 
+	// Placement makes the group cluster-scoped (placement.go).
+	Placement *PlacementSpec `toml:"placement" json:"placement,omitempty"`
+	// Network is the group's network mode: "bridge" (default), "host" or
+	// "none" (network.go).
+	Network NetworkMode `toml:"network" json:"network,omitempty"`
+	// Ports publishes group ports on the node: "8080:80",
+	// "127.0.0.1:9000:9000/udp" (network.go).
+	Ports []string `toml:"ports" json:"ports,omitempty"`
+	// Ambassadors are localhost proxies the agent runs inside the group's
+	// network namespace to the endpoints of a service (ambassador.go).
+	Ambassadors []AmbassadorSpec `toml:"ambassador" json:"ambassadors,omitempty"`
+
 	Volumes    []VolumeSpec    `toml:"volume" json:"volumes,omitempty"`
 	Containers []ContainerSpec `toml:"container" json:"containers"`
 }

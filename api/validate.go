@@ -127,6 +127,9 @@ func (g *GroupSpec) validate(idx *positionIndex, file string) ErrorList {
 	v.after(g)
 	v.backoff(g.RestartBackoff)
 	v.onEvict(g.OnEvict)
+	v.placement(g)
+	v.network(g)
+	v.ambassadors(g)
 
 	v.uniqueNames("volume", len(g.Volumes), func(i int) string { return g.Volumes[i].Name })
 	for i := range g.Volumes {

@@ -46,6 +46,17 @@ const (
 	// CmdDeleteNode forgets a node; its allocations stay for the
 	// scheduler to move. Payload: DeleteNode.
 	CmdDeleteNode CommandType = 7
+	// CmdApplyPlan puts and deletes many allocations at once, all or
+	// nothing: one scheduler pass. Payload: Plan.
+	CmdApplyPlan CommandType = 8
+	// CmdScaleGroup overrides a group's replica count, or one shard's.
+	// Payload: ScaleGroup.
+	CmdScaleGroup CommandType = 9
+	// CmdSetRollout records the progress of a group's rollout.
+	// Payload: Rollout (with Group set through SetRollout).
+	CmdSetRollout CommandType = 10
+	// CmdSetNodeDrain marks a node drained or not. Payload: NodeDrain.
+	CmdSetNodeDrain CommandType = 11
 
 	// Reserved for leases (DESIGN.md, Leases): a lease is (name, holder
 	// allocation, token, expiry), the token being the Raft index at grant.
@@ -81,6 +92,10 @@ var commandNames = map[CommandType]string{
 	CmdLeaseRelease:        "lease_release",
 	CmdLeaseRevoke:         "lease_revoke",
 	CmdPutQueue:            "put_queue",
+	CmdApplyPlan:           "apply_plan",
+	CmdScaleGroup:          "scale_group",
+	CmdSetRollout:          "set_rollout",
+	CmdSetNodeDrain:        "set_node_drain",
 	CmdDeleteQueue:         "delete_queue",
 	CmdEnqueue:             "enqueue",
 	CmdLeaseItem:           "lease_item",
@@ -167,6 +182,14 @@ func newPayload(t CommandType) any {
 		return &NodeInfo{}
 	case CmdDeleteNode:
 		return &DeleteNode{}
+	case CmdApplyPlan:
+		return &Plan{}
+	case CmdScaleGroup:
+		return &ScaleGroup{}
+	case CmdSetRollout:
+		return &SetRollout{}
+	case CmdSetNodeDrain:
+		return &NodeDrain{}
 	}
 	return nil
 }
@@ -293,6 +316,76 @@ func validatePayload(p any) error {
 		if p.Name == "" {
 			return errors.New("node name is empty")
 		}
+	case *Plan:
+		if len(p.Put) == 0 && len(p.Delete) == 0 {
+			return errors.New("empty plan")
+		}
+		for i := range p.Put {
+			if err := validatePayload(&p.Put[i]); err != nil {
+				return fmt.Errorf("put[%d]: %w", i, err)
+			}
+		}
+		for i, id := range p.Delete {
+			if id == "" {
+				return fmt.Errorf("delete[%d]: allocation id is empty", i)
+			}
+		}
+	case *ScaleGroup:
+		switch {
+		case p.Name == "":
+			return errors.New("group name is empty")
+		case p.Replicas < 0:
+			return fmt.Errorf("group %q: negative replicas %d", p.Name, p.Replicas)
+		case p.Shard != nil && *p.Shard < 0:
+			return fmt.Errorf("group %q: negative shard %d", p.Name, *p.Shard)
+		}
+	case *SetRollout:
+		if p.Group == "" {
+			return errors.New("group name is empty")
+		}
+		switch p.Rollout.State {
+		case RolloutProgressing, RolloutComplete, RolloutReverted, RolloutFailed:
+		default:
+			return fmt.Errorf("group %q: unknown rollout state %q", p.Group, p.Rollout.State)
+		}
+	case *NodeDrain:
+		if p.Name == "" {
+			return errors.New("node name is empty")
+		}
 	}
 	return nil
+}
+
+// Plan is the payload of CmdApplyPlan: allocations to put (same rules as
+// CmdPutAllocation) and to delete, applied together or not at all.
+type Plan struct {
+	Put    []Allocation `json:"put,omitempty"`
+	Delete []string     `json:"delete,omitempty"`
+}
+
+// ScaleGroup is the payload of CmdScaleGroup. Without Shard it sets the
+// group's replica count (0 clears the override); with Shard it sets that
+// shard's replica count (0 clears it).
+type ScaleGroup struct {
+	Name     string `json:"name"`
+	Shard    *int   `json:"shard,omitempty"`
+	Replicas int    `json:"replicas"`
+	// Min and Max, when Max > 0, bound Replicas (the group asking for
+	// itself within its spec's min_replicas/max_replicas): the FSM refuses
+	// a count outside them, deterministically.
+	Min int `json:"min,omitempty"`
+	Max int `json:"max,omitempty"`
+}
+
+// SetRollout is the payload of CmdSetRollout: it applies only while the
+// group is still at Rollout.Generation.
+type SetRollout struct {
+	Group   string  `json:"group"`
+	Rollout Rollout `json:"rollout"`
+}
+
+// NodeDrain is the payload of CmdSetNodeDrain.
+type NodeDrain struct {
+	Name  string `json:"name"`
+	Drain bool   `json:"drain"`
 }

@@ -99,7 +99,116 @@ func (f *FSM) applyPayload(index uint64, cmd Command, p any) (int, error) {
 			return 0, fmt.Errorf("group %q: generation %d is not above the stored %d: %w",
 				g.Name, g.Generation, old.Generation, api.ErrConflict)
 		}
+		if exists {
+			prev := old.Spec
+			g.Previous = &prev
+			g.Replicas, g.ShardReplicas = old.Replicas, old.ShardReplicas
+		} else {
+			g.Previous = nil
+		}
+		revert := g.Rollout != nil && g.Rollout.Revert
+		g.Rollout = &Rollout{Generation: g.Generation, State: RolloutProgressing, Revert: revert, StartedAt: cmd.Time}
 		s.Groups[g.Name] = g
+		return 1, nil
+
+	case *Plan:
+		for _, a := range p.Put {
+			if _, ok := s.Groups[a.Group]; !ok {
+				return 0, fmt.Errorf("allocation %q: group %q: %w", a.ID, a.Group, api.ErrNotFound)
+			}
+			if old, ok := s.Allocations[a.ID]; ok && a.Generation != 0 && a.Generation <= old.Generation {
+				return 0, fmt.Errorf("allocation %q: generation %d is not above the stored %d: %w",
+					a.ID, a.Generation, old.Generation, api.ErrConflict)
+			}
+		}
+		n := 0
+		for _, id := range p.Delete {
+			if _, ok := s.Allocations[id]; ok {
+				delete(s.Allocations, id)
+				n++
+			}
+		}
+		for _, a := range p.Put {
+			old := s.Allocations[a.ID]
+			a.Index = index
+			if a.Generation == 0 {
+				a.Generation = old.Generation + 1
+			}
+			if a.UpdatedAt.IsZero() {
+				a.UpdatedAt = cmd.Time
+			}
+			s.Allocations[a.ID] = a
+			n++
+		}
+		return n, nil
+
+	case *ScaleGroup:
+		g, ok := s.Groups[p.Name]
+		if !ok {
+			return 0, fmt.Errorf("group %q: %w", p.Name, api.ErrNotFound)
+		}
+		if p.Max > 0 && (p.Replicas < p.Min || p.Replicas > p.Max) {
+			return 0, fmt.Errorf("group %q: %d replicas is outside min_replicas..max_replicas (%d..%d): %w",
+				p.Name, p.Replicas, p.Min, p.Max, api.ErrInvalid)
+		}
+		if p.Shard != nil {
+			if g.Spec.Placement == nil || *p.Shard >= g.Spec.Placement.Shards {
+				return 0, fmt.Errorf("group %q has no shard %d: %w", p.Name, *p.Shard, api.ErrInvalid)
+			}
+			m := maps.Clone(g.ShardReplicas)
+			if m == nil {
+				m = map[int]int{}
+			}
+			if p.Replicas == 0 {
+				delete(m, *p.Shard)
+			} else {
+				m[*p.Shard] = p.Replicas
+			}
+			if len(m) == 0 {
+				m = nil
+			}
+			g.ShardReplicas = m
+		} else {
+			if g.Spec.Placement.Sharded() {
+				return 0, fmt.Errorf("group %q is sharded: scale one shard (--shard K): %w", p.Name, api.ErrInvalid)
+			}
+			g.Replicas = p.Replicas
+		}
+		g.Index = index
+		s.Groups[p.Name] = g
+		return 1, nil
+
+	case *SetRollout:
+		g, ok := s.Groups[p.Group]
+		if !ok || g.Generation != p.Rollout.Generation {
+			return 0, nil // the group moved on: a stale verdict
+		}
+		r := p.Rollout
+		if g.Rollout != nil {
+			r.Revert = g.Rollout.Revert
+			if r.StartedAt.IsZero() {
+				r.StartedAt = g.Rollout.StartedAt
+			}
+		}
+		if g.Rollout != nil && *g.Rollout == r {
+			return 0, nil
+		}
+		g.Rollout = &r
+		g.Index = index
+		s.Groups[p.Group] = g
+		return 1, nil
+
+	case *NodeDrain:
+		nd, ok := s.Nodes[p.Name]
+		if !ok {
+			return 0, fmt.Errorf("node %q: %w", p.Name, api.ErrNotFound)
+		}
+		if nd.Drain == p.Drain {
+			return 0, nil
+		}
+		nd.Drain = p.Drain
+		nd.Index = index
+		s.Nodes[p.Name] = nd
 		return 1, nil
 
 	case *DeleteGroup:
@@ -163,6 +272,7 @@ func (f *FSM) applyPayload(index uint64, cmd Command, p any) (int, error) {
 
 	case *NodeInfo:
 		nd := *p
+		nd.Drain = s.Nodes[nd.Name].Drain // CmdSetNodeDrain's alone
 		nd.Index = index
 		if nd.UpdatedAt.IsZero() {
 			nd.UpdatedAt = cmd.Time

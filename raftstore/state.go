@@ -31,8 +31,63 @@ type Group struct {
 	// Generation grows by one with every change of Spec; allocations
 	// record the generation they run.
 	Generation int64 `json:"generation"`
+	// Previous is the spec this one replaced (the FSM keeps it): what a
+	// failed rolling update reverts to.
+	Previous *api.GroupSpec `json:"previous,omitempty"`
+	// Rollout is the state of the rollout of Generation; the FSM starts
+	// one on every change of Spec and the scheduler moves it on
+	// (CmdSetRollout).
+	Rollout *Rollout `json:"rollout,omitempty"`
+	// Replicas, when above 0, overrides Spec.Placement.Replicas
+	// (agentctl scale, or the group asking for itself).
+	Replicas int `json:"replicas,omitempty"`
+	// ShardReplicas overrides the replica count of single shards (hot
+	// shards: agentctl scale --shard K --replicas M).
+	ShardReplicas map[int]int `json:"shard_replicas,omitempty"`
 	// Index is set by the FSM; it is ignored in commands.
 	Index uint64 `json:"index,omitempty"`
+}
+
+// Rollout states.
+const (
+	RolloutProgressing = "progressing"
+	RolloutComplete    = "complete"
+	RolloutReverted    = "reverted"
+	RolloutFailed      = "failed"
+)
+
+// Rollout is the progress of one group generation onto its allocations.
+type Rollout struct {
+	Generation int64 `json:"generation"`
+	// State is progressing, complete, reverted or failed.
+	State  string `json:"state"`
+	Reason string `json:"reason,omitempty"`
+	// Revert marks the rollout of a spec that a failed update reverted
+	// to; it is not reverted again when it fails.
+	Revert    bool      `json:"revert,omitempty"`
+	StartedAt time.Time `json:"started_at,omitzero"`
+}
+
+// ReplicaCount is the group's replica count with the scale override.
+func (g Group) ReplicaCount() int {
+	if g.Replicas > 0 {
+		return g.Replicas
+	}
+	if g.Spec.Placement == nil {
+		return 1
+	}
+	return g.Spec.Placement.ReplicaCount()
+}
+
+// ShardReplicaCount is shard's replica count with the overrides.
+func (g Group) ShardReplicaCount(shard int) int {
+	if n, ok := g.ShardReplicas[shard]; ok && n > 0 {
+		return n
+	}
+	if g.Spec.Placement == nil {
+		return 1
+	}
+	return g.Spec.Placement.ShardReplicaCount()
 }
 
 // Allocation is one instance of a cluster group placed on a node: one
@@ -45,6 +100,16 @@ type Allocation struct {
 	Shard   int    `json:"shard"`
 	// Node is the node that runs it; empty while it cannot be placed.
 	Node string `json:"node,omitempty"`
+	// GroupGeneration is the group generation whose spec it runs, and
+	// Spec that spec: during a rolling update allocations of two
+	// generations run side by side, so each carries its own.
+	GroupGeneration int64          `json:"group_generation"`
+	Spec            *api.GroupSpec `json:"spec,omitempty"`
+	// PlacedAt is when the scheduler last placed or rewrote it: the start
+	// of its healthy_deadline during a rollout.
+	PlacedAt time.Time `json:"placed_at,omitzero"`
+	// Pending says why it has no node (no node fits, constraints, …).
+	Pending string `json:"pending,omitempty"`
 	// Generation grows by one each time the scheduler rewrites the
 	// allocation (moves it, or moves it to a newer group generation); a
 	// status report for an older generation is ignored, so a node that
@@ -71,6 +136,11 @@ type NodeInfo struct {
 	// Version is the agent's build version.
 	Version string     `json:"version,omitempty"`
 	Status  NodeStatus `json:"status"`
+	// Server says the node is a Raft voter candidate.
+	Server bool `json:"server,omitempty"`
+	// Drain asks the scheduler to move the node's allocations away and
+	// place nothing new on it (CmdSetNodeDrain; PutNode keeps it).
+	Drain bool `json:"drain,omitempty"`
 	// UpdatedAt is the proposer's clock at the last change (Command.Time).
 	UpdatedAt time.Time `json:"updated_at,omitzero"`
 	// Index is set by the FSM; it is ignored in commands.
@@ -127,20 +197,21 @@ func (s State) Clone() State {
 	return c
 }
 
-// Clone returns a deep copy of g. The spec is copied through its JSON form,
+// Clone returns a deep copy of g. It is copied through its JSON form,
 // which is how it travels through the log anyway.
 func (g Group) Clone() Group {
-	data, err := json.Marshal(g.Spec)
+	data, err := json.Marshal(g)
 	if err != nil {
-		// The spec came out of a JSON decode (a command or a snapshot), so
+		// The group came out of a JSON decode (a command or a snapshot), so
 		// it encodes; this is unreachable.
 		panic("raftstore: cloning group " + g.Name + ": " + err.Error())
 	}
-	g.Spec = api.GroupSpec{}
-	if err := json.Unmarshal(data, &g.Spec); err != nil {
+	var c Group
+	if err := json.Unmarshal(data, &c); err != nil {
 		panic("raftstore: cloning group " + g.Name + ": " + err.Error())
 	}
-	return g
+	c.Index = g.Index
+	return c
 }
 
 // Clone returns a deep copy of n.
