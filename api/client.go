@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 	"syscall"
 )
 
@@ -32,7 +33,10 @@ const maxErrorBody = 1 << 20
 // calls with the context (streams run until it is cancelled).
 type Client struct {
 	socket string
-	http   *http.Client
+	// base is the URL prefix of every request: http://agentd over the
+	// unix socket, https://host:port for a remote agent.
+	base string
+	http *http.Client
 }
 
 // NewClient returns a client for the agent listening on socketPath
@@ -49,7 +53,14 @@ func NewClient(socketPath string) *Client {
 		MaxIdleConns:       4,
 		DisableCompression: true,
 	}
-	return &Client{socket: socketPath, http: &http.Client{Transport: tr}}
+	return &Client{socket: socketPath, base: "http://agentd", http: &http.Client{Transport: tr}}
+}
+
+// NewHTTPClient returns a client for an agent at baseURL (such as
+// https://10.0.0.1:7948) reached through hc, which carries the TLS
+// configuration.
+func NewHTTPClient(baseURL string, hc *http.Client) *Client {
+	return &Client{socket: baseURL, base: strings.TrimSuffix(baseURL, "/"), http: hc}
 }
 
 // Socket returns the socket path the client dials.
@@ -289,7 +300,7 @@ func (c *Client) call(ctx context.Context, method, path string, q url.Values, in
 // do sends a request and returns the response when it is a 2xx; any other
 // answer becomes an error (see responseError).
 func (c *Client) do(ctx context.Context, method, path string, q url.Values, body io.Reader, ctype string) (*http.Response, error) {
-	u := "http://agentd" + path
+	u := c.base + path
 	if len(q) > 0 {
 		u += "?" + q.Encode()
 	}

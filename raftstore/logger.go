@@ -26,6 +26,10 @@ var _ hclog.Logger = (*hcLogger)(nil)
 // levelTrace is hclog's Trace in slog terms.
 const levelTrace = slog.LevelDebug - 4
 
+// NewHCLogger adapts l to hclog for hashicorp libraries (raft's transport,
+// memberlist); name is the hclog name.
+func NewHCLogger(l *slog.Logger, name string) hclog.Logger { return newHCLogger(l, name) }
+
 func newHCLogger(l *slog.Logger, name string) *hcLogger {
 	return &hcLogger{l: l, name: name}
 }
