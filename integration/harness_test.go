@@ -45,6 +45,10 @@ type agentOpts struct {
 	// KeepWorkload leaves the agent's containers running at cleanup;
 	// by default cleanup deletes every container in the namespace.
 	KeepWorkload bool
+	// Config is the agent.toml content, written to the agent's dir and
+	// passed with --config; the sections of baseAgentConfig (network)
+	// are added unless Config defines them.
+	Config string
 }
 
 // agentProc is a running agentd. Its methods must be called from the
@@ -105,6 +109,11 @@ func startAgent(t testing.TB, opts agentOpts) *agentProc {
 		"--managed-containerd": "never",
 		"--log-format":         "json",
 	}
+	cfgPath := filepath.Join(dir, "agent.toml")
+	if err := os.WriteFile(cfgPath, []byte(baseAgentConfig(opts.Config)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	flags["--config"] = cfgPath
 	for k, v := range opts.Flags {
 		flags["--"+strings.TrimLeft(k, "-")] = v
 	}
