@@ -58,6 +58,8 @@ type Agent struct {
 	metrics *metrics
 	// local is the agent's bbolt database (set by Run).
 	local *localState
+	// cl is the agent's Raft member and gossip (set by Run).
+	cl *clusterRT
 
 	ready chan struct{}
 }
@@ -134,6 +136,10 @@ func (a *Agent) Run(ctx context.Context) error {
 		Logger:    a.log,
 		LogDir:    a.logDir(),
 	})
+	if err := a.openCluster(); err != nil {
+		return err
+	}
+	defer a.closeCluster()
 	found, err := a.sup.Recover(ctx)
 	if err != nil {
 		return fmt.Errorf("list containers in namespace %s: %w", a.cfg.Containerd.Namespace, err)
@@ -154,6 +160,11 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.mu.Lock()
 	for _, name := range found {
 		g, ok := a.groups[name]
+		if !ok && isAllocationName(name) {
+			// An allocation: kept running until the cluster state says
+			// whether it is still this node's (syncAllocations).
+			continue
+		}
 		if !ok {
 			a.log.Info("removing group that is no longer defined", "group", name)
 			a.sup.Remove(name)
@@ -170,6 +181,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.admitLocked()
 	a.mu.Unlock()
 
+	a.runCluster(ctx, eg.Go)
 	eg.Go(func() error { return a.watchFiles(ctx) })
 	eg.Go(func() error { return a.watchDependencies(ctx) })
 	eg.Go(func() error { return a.watchPressure(ctx) })

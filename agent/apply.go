@@ -1,10 +1,12 @@
 package agent
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/berth-project/berth/api"
@@ -51,6 +53,42 @@ func (a *Agent) Apply(req api.ApplyRequest) ([]api.ApplyResult, error) {
 		return nil, errs
 	}
 
+	// Cluster groups go to Raft; a name is either local or cluster-wide.
+	var clustered []*api.GroupSpec
+	local := specs[:0:0]
+	a.mu.Lock()
+	for _, spec := range specs {
+		isCluster := a.isClusterGroup(spec.Name)
+		g, isLocal := a.groups[spec.Name]
+		switch {
+		case spec.Clustered() && isLocal:
+			errs = append(errs, &api.FieldError{File: first[spec.Name], Group: spec.Name,
+				Message: fmt.Sprintf("a local group of this node (%s) has this name; a cluster group needs a name of its own", g.Source)})
+		case spec.Clustered():
+			clustered = append(clustered, spec)
+		case isCluster:
+			errs = append(errs, &api.FieldError{File: first[spec.Name], Group: spec.Name, Field: "placement",
+				Message: "a cluster group has this name; keep [placement] to update it, or delete it first (agentctl delete " + spec.Name + ")"})
+		default:
+			local = append(local, spec)
+		}
+	}
+	a.mu.Unlock()
+	if len(errs) > 0 {
+		return nil, fmt.Errorf("%w: %w", errs, api.ErrConflict)
+	}
+	var res []api.ApplyResult
+	if len(clustered) > 0 {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		r, err := a.applyCluster(ctx, clustered, req.DryRun)
+		if err != nil {
+			return nil, err
+		}
+		res = r
+	}
+	specs = local
+
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	for _, spec := range specs {
@@ -62,7 +100,6 @@ func (a *Agent) Apply(req api.ApplyRequest) ([]api.ApplyResult, error) {
 	if len(errs) > 0 {
 		return nil, fmt.Errorf("%w: %w", errs, api.ErrConflict)
 	}
-	res := make([]api.ApplyResult, 0, len(specs))
 	if req.DryRun {
 		for _, spec := range specs {
 			action, gen := api.ActionCreated, int64(1)
@@ -109,6 +146,18 @@ func (a *Agent) Delete(name string) (<-chan struct{}, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	g, ok := a.groups[name]
+	if a.isClusterGroup(name) && !ok {
+		a.mu.Unlock()
+		defer a.mu.Lock()
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		return a.deleteCluster(ctx, name)
+	}
+	if ok && g.Source == api.SourceCluster {
+		group, _, _ := strings.Cut(name, ".")
+		return nil, fmt.Errorf("%q is an allocation of the cluster group %q: delete or scale the cluster group (agentctl delete %s, agentctl scale %s --replicas N): %w",
+			name, group, group, group, api.ErrConflict)
+	}
 	if !ok {
 		if _, running := a.sup.Status(name); !running {
 			return nil, notFound(name)
@@ -121,15 +170,21 @@ func (a *Agent) Delete(name string) (<-chan struct{}, error) {
 	if err := os.Remove(a.appliedPath(name)); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("delete group %q: %w", name, err)
 	}
-	if g.adm.admitted || g.adm.evicting != nil {
-		a.releasing[name] = g.Spec.Request()
-	}
-	delete(a.groups, name)
+	released := a.removeLocked(name)
 	if err := a.savePersistedLocked(); err != nil {
 		a.log.Error("save agent state", "err", err)
 	}
-	// The group's room is released before anyone waiting for the delete
-	// hears of it, so a group applied right after finds it free.
+	return released, nil
+}
+
+// removeLocked forgets a group and stops it. Its room is released before
+// the returned channel closes, so a group applied right after finds it
+// free. a.mu held.
+func (a *Agent) removeLocked(name string) <-chan struct{} {
+	if g, ok := a.groups[name]; ok && (g.adm.admitted || g.adm.evicting != nil) {
+		a.releasing[name] = g.Spec.Request()
+	}
+	delete(a.groups, name)
 	done, released := a.sup.Remove(name), make(chan struct{})
 	go func() {
 		<-done
@@ -139,7 +194,7 @@ func (a *Agent) Delete(name string) (<-chan struct{}, error) {
 		a.mu.Unlock()
 		close(released)
 	}()
-	return released, nil
+	return released
 }
 
 // SetStopped stops (true) or starts (false) a group, keeping its

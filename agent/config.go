@@ -49,6 +49,7 @@ type Config struct {
 	Volumes    VolumesConfig    `toml:"volumes"`
 	Logs       LogsConfig       `toml:"logs"`
 	Registry   RegistryConfig   `toml:"registry"`
+	Cluster    ClusterConfig    `toml:"cluster"`
 }
 
 // NodeConfig is what groups may ask of this node in all. Zero values
@@ -58,6 +59,9 @@ type NodeConfig struct {
 	Memory   api.ByteSize   `toml:"memory"`
 	Pids     int64          `toml:"pids"`
 	Reserved ReservedConfig `toml:"reserved"`
+	// Labels describe the node to cluster placement constraints
+	// (zone = "eu-1", disk = "ssd").
+	Labels map[string]string `toml:"labels"`
 }
 
 // ReservedConfig is kept back for the system and the agent.
@@ -150,6 +154,7 @@ func DefaultConfig() Config {
 			PidsHard:   256,
 			Interval:   api.Duration(time.Second),
 		},
+		Cluster: DefaultClusterConfig(),
 		PriorityClasses: map[string]int64{
 			"system": 1000000,
 			"high":   1000,
@@ -248,6 +253,7 @@ func (c *Config) Validate() error {
 			errs = append(errs, fmt.Errorf("priority_classes: %q is not a valid class name (a DNS label)", name))
 		}
 	}
+	errs = append(errs, c.Cluster.validate()...)
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("agent config: %w: %w", err, api.ErrInvalid)
 	}

@@ -36,6 +36,9 @@ type groupEntry struct {
 	adm admission
 	// draining: the node drain reached this group's priority level.
 	draining bool
+	// env is added to the containers' environment (an allocation's
+	// place in the cluster).
+	env []string
 }
 
 // persisted is what the agent keeps across restarts besides applied
@@ -218,7 +221,7 @@ func (a *Agent) pushLocked(name string) {
 		Generation: g.Generation,
 		SpecHash:   g.Hash,
 		Run:        run,
-		Env:        []string{"BERTH_NODE=" + a.cfg.NodeName},
+		Env:        append([]string{"BERTH_NODE=" + a.cfg.NodeName}, g.env...),
 		Source:     g.Source,
 		Priority:   prio,
 	})

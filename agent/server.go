@@ -84,6 +84,7 @@ func (a *Agent) Handler() http.Handler {
 	route("GET "+api.PathImages, a.handleImages)
 	route("POST "+api.PathImages+"/import", a.handleImport)
 	route("POST "+api.PathImages+"/pull", a.handlePull)
+	a.clusterRoutes(route)
 	mux.Handle("GET /metrics", a.metrics.Handler())
 	return mux
 }

@@ -32,7 +32,7 @@ func (m Member) NodeInfo() raftstore.NodeInfo {
 	return raftstore.NodeInfo{
 		Name: m.Name, APIAddr: m.Meta.APIAddr, RaftAddr: m.Meta.RaftAddr,
 		Capacity: m.Meta.Capacity, Labels: m.Meta.Labels, Version: m.Meta.Version,
-		Status: m.State,
+		Status: m.State, Server: m.Meta.Server,
 	}
 }
 
