@@ -72,8 +72,12 @@ func DefaultClusterConfig() ClusterConfig {
 func (c ClusterConfig) Enabled() bool { return len(c.Join) > 0 || c.BootstrapExpect > 1 }
 
 // RaftAddr, APIAddr and GossipAddr are the advertised host:ports.
-func (c ClusterConfig) RaftAddr() string { return net.JoinHostPort(c.Advertise, strconv.Itoa(c.RaftPort)) }
-func (c ClusterConfig) APIAddr() string  { return net.JoinHostPort(c.Advertise, strconv.Itoa(c.APIPort)) }
+func (c ClusterConfig) RaftAddr() string {
+	return net.JoinHostPort(c.Advertise, strconv.Itoa(c.RaftPort))
+}
+func (c ClusterConfig) APIAddr() string {
+	return net.JoinHostPort(c.Advertise, strconv.Itoa(c.APIPort))
+}
 
 func (c ClusterConfig) validate() []error {
 	var errs []error
