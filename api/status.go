@@ -52,6 +52,7 @@ type GroupStatus struct {
 	CreatedAt   time.Time         `json:"created_at"`
 	StartedAt   time.Time         `json:"started_at,omitzero"`
 	NetNS       string            `json:"netns,omitempty"`
+	Network     *NetworkStatus    `json:"network,omitempty"`
 	Containers  []ContainerStatus `json:"containers"`
 	// Spec is the spec as applied (effective config); set by Get, not List.
 	Spec *GroupSpec `json:"spec,omitempty"`

@@ -1,0 +1,46 @@
+package api
+
+import (
+	"context"
+	"net/http"
+	"net/url"
+)
+
+// PathEndpoints is the admin API's endpoints route:
+//
+//	GET /v1/endpoints/{service}   []Endpoint, the ready endpoints of service
+//
+// A service is named after a group: every ready copy of the group is one
+// endpoint. A service without ready endpoints (or unknown) has none: the
+// answer is an empty list, not an error, so a client polling for
+// endpoints need not tell "not yet" from "not here".
+const PathEndpoints = "/v1/endpoints"
+
+// Endpoint is one ready copy of a service.
+type Endpoint struct {
+	// Group is the group that serves (for a cluster group, one
+	// allocation of it); Node the node it runs on.
+	Group string `json:"group"`
+	Node  string `json:"node"`
+	// Address is where the endpoint is reached from its node: the group's
+	// IPv4 address on the node bridge; "127.0.0.1" for a group with
+	// network = "host". Connect to Address and a container port.
+	Address string `json:"address"`
+	// Ports are the group's published ports: from another node, connect
+	// to the node's address and a HostPort.
+	Ports []PortMapping `json:"ports,omitempty"`
+	// Ready is the group's readiness; only ready endpoints are listed.
+	Ready bool `json:"ready"`
+}
+
+// Endpoints returns the ready endpoints of service.
+func (c *Client) Endpoints(ctx context.Context, service string) ([]Endpoint, error) {
+	var eps []Endpoint
+	if err := c.call(ctx, http.MethodGet, PathEndpoints+"/"+url.PathEscape(service), nil, nil, &eps); err != nil {
+		return nil, err
+	}
+	if eps == nil {
+		eps = []Endpoint{}
+	}
+	return eps, nil
+}
