@@ -2,6 +2,7 @@ package raftstore
 
 import (
 	"context"
+	"errors"
 	"strconv"
 	"time"
 
@@ -157,4 +158,21 @@ func (s *Store) Stats() Stats {
 		st.LastSnapshotIndex = v
 	}
 	return st
+}
+
+// BootstrapCluster forms the first Raft configuration, with servers as
+// voters, on a member that has no Raft state yet (a cluster's servers
+// started with bootstrap_expect: each calls it with the same list once it
+// sees that many servers). With existing state it does nothing and
+// returns nil: the cluster formed already.
+func (s *Store) BootstrapCluster(servers []Server) error {
+	conf := raft.Configuration{}
+	for _, sv := range servers {
+		conf.Servers = append(conf.Servers, raft.Server{Suffrage: raft.Voter, ID: raft.ServerID(sv.ID), Address: raft.ServerAddress(sv.Address)})
+	}
+	err := s.raft.BootstrapCluster(conf).Error()
+	if errors.Is(err, raft.ErrCantBootstrap) {
+		return nil
+	}
+	return s.raftError("bootstrap", err)
 }
