@@ -37,6 +37,12 @@ type clusterRT struct {
 	caughtUp atomic.Bool
 	// kick wakes the leader loop (membership changed).
 	kick chan struct{}
+	// tls is the cluster's certificates (nil in the embedded default).
+	tls *cluster.TLS
+	// bootstrapped: the first Raft configuration exists.
+	bootstrapped bool
+	// deadSince records when the leader first saw a member dead.
+	deadSince map[string]time.Time
 }
 
 // proposer writes one command to Raft and returns its index once this

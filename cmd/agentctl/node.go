@@ -18,17 +18,36 @@ func (a *app) nodeCommand() *cobra.Command {
 
 func (a *app) nodeDrainCommand() *cobra.Command {
 	return &cobra.Command{
-		Use:   "drain",
+		Use:   "drain [NAME]",
 		Short: "Stop every group, lowest priority first, and keep them stopped",
-		Long: `Stop every group of the node gracefully, in reverse priority order: the
-lowest priority level first, each group with its pre_stop hooks and grace
-period, the next level once it has stopped. The node stays drained, across
-agent restarts too, until 'agentctl node undrain'. Waits until every group
-has stopped.`,
-		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
+		Long: `Without NAME: stop every group of this node gracefully, in reverse
+priority order: the lowest priority level first, each group with its
+pre_stop hooks and grace period, the next level once it has stopped. The
+node stays drained, across agent restarts too, until 'agentctl node
+undrain'. Waits until every group has stopped.
+
+With NAME (a cluster member): the scheduler moves the node's cluster
+allocations to other nodes and places nothing new there, until 'agentctl
+node undrain NAME'. Waits until no allocation is left on it; local groups of
+that node are not touched (drain them there without NAME).`,
+		Args: cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx, cancel := a.requestContext(cmd.Context())
 			defer cancel()
+			if len(args) == 1 {
+				m, err := a.client().DrainNode(ctx, args[0], true)
+				if err != nil {
+					return err
+				}
+				if err := a.waitDrained(ctx, m.Name); err != nil {
+					return err
+				}
+				if a.output == outputJSON {
+					return printJSON(a.stdout, m)
+				}
+				fmt.Fprintf(a.stdout, "node/%s drained: its allocations run elsewhere\n", m.Name)
+				return nil
+			}
 			n, err := a.client().Drain(ctx)
 			if err != nil {
 				return err
@@ -44,12 +63,23 @@ has stopped.`,
 
 func (a *app) nodeUndrainCommand() *cobra.Command {
 	return &cobra.Command{
-		Use:   "undrain",
+		Use:   "undrain [NAME]",
 		Short: "Let the groups of a drained node run again",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
+		Args:  cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx, cancel := a.requestContext(cmd.Context())
 			defer cancel()
+			if len(args) == 1 {
+				m, err := a.client().DrainNode(ctx, args[0], false)
+				if err != nil {
+					return err
+				}
+				if a.output == outputJSON {
+					return printJSON(a.stdout, m)
+				}
+				fmt.Fprintf(a.stdout, "node/%s undrained: the scheduler may place allocations there again\n", m.Name)
+				return nil
+			}
 			n, err := a.client().Undrain(ctx)
 			if err != nil {
 				return err

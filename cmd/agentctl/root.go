@@ -2,15 +2,23 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
+	"net"
+	"net/http"
 	"os"
+	"path/filepath"
+	"strconv"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/berth-project/berth/api"
+	"github.com/berth-project/berth/cluster/pki"
 )
 
 // Exit codes:
@@ -41,8 +49,26 @@ const (
 	outputJSON  = "json"
 )
 
-// envSocket overrides the default of --socket.
-const envSocket = "BERTH_SOCKET"
+// Environment variables that set the defaults of the connection flags.
+const (
+	envSocket = "BERTH_SOCKET"
+	envAddr   = "BERTH_ADDR"
+	envTLSDir = "BERTH_TLS_DIR"
+)
+
+// Defaults of the remote connection: where `agentctl tls init` files are
+// installed, the certificate agentctl presents, and the port of an agent's
+// inter-agent API when --addr names none.
+const (
+	defaultTLSDir  = "/etc/berth/tls"
+	defaultTLSName = "agentctl"
+	defaultAPIPort = "7948"
+)
+
+// offlineCommands never talk to agentd, so --addr (from the environment,
+// say) does not make them load certificates.
+var offlineCommands = map[string]bool{"tls": true, "keygen": true, "help": true, "completion": true,
+	cobra.ShellCompRequestCmd: true, cobra.ShellCompNoDescRequestCmd: true}
 
 // app holds the global flags and the process's surroundings, so tests can
 // run commands in-process.
@@ -50,6 +76,14 @@ type app struct {
 	socket  string
 	output  string
 	timeout time.Duration
+
+	// addr, when set, is a remote agent's inter-agent API (host:port),
+	// reached over mutual TLS with tlsDir/ca.crt and tlsDir/tlsName.crt,
+	// .key instead of the socket; remote is its client, made by connect.
+	addr    string
+	tlsDir  string
+	tlsName string
+	remote  *api.Client
 
 	stdin  io.Reader
 	stdout io.Writer
@@ -84,30 +118,42 @@ func (a *app) run(ctx context.Context, args []string) int {
 }
 
 func (a *app) rootCommand() *cobra.Command {
-	defSocket := api.DefaultSocket
-	if s := os.Getenv(envSocket); s != "" {
-		defSocket = s
-	}
 	root := &cobra.Command{
 		Use:   "agentctl",
 		Short: "Control agentd, the Berth node agent",
-		Long: `agentctl controls agentd, the Berth node agent, over its unix socket.
+		Long: `agentctl controls agentd, the Berth node agent, over its unix socket, or
+with --addr over the inter-agent API of any agent of a cluster: HTTPS with
+mutual TLS, presenting the certificate --tls-dir/--tls-name.crt (made by
+agentctl tls init) and trusting only --tls-dir/ca.crt.
 
 Exit codes: 0 success, 1 other failure, 2 usage error, 3 invalid input,
 4 not found, 5 agentd unreachable or unavailable.`,
 		SilenceErrors: true,
 		SilenceUsage:  true,
-		PersistentPreRunE: func(*cobra.Command, []string) error {
-			switch a.output {
-			case outputTable, outputWide, outputJSON:
-				return nil
-			}
+	}
+	pf := root.PersistentFlags()
+	root.PersistentPreRunE = func(cmd *cobra.Command, _ []string) error {
+		switch a.output {
+		case outputTable, outputWide, outputJSON:
+		default:
 			return usageErrorf("invalid --output %q: use table, wide or json", a.output)
-		},
+		}
+		switch {
+		case pf.Changed("socket") && pf.Changed("addr"):
+			return usageErrorf("--socket and --addr exclude each other: give one")
+		case pf.Changed("socket"):
+			a.addr = "" // an explicit --socket beats $BERTH_ADDR
+		}
+		if a.addr == "" || isOffline(cmd) {
+			return nil
+		}
+		return a.connect()
 	}
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &usageError{err} })
-	pf := root.PersistentFlags()
-	pf.StringVar(&a.socket, "socket", defSocket, "agentd's admin socket (env "+envSocket+")")
+	pf.StringVar(&a.socket, "socket", envOr(envSocket, api.DefaultSocket), "agentd's admin socket (env "+envSocket+")")
+	pf.StringVar(&a.addr, "addr", os.Getenv(envAddr), "a remote agent's API, host[:port] (port "+defaultAPIPort+" when omitted), over mutual TLS instead of the socket (env "+envAddr+")")
+	pf.StringVar(&a.tlsDir, "tls-dir", envOr(envTLSDir, defaultTLSDir), "with --addr: the directory holding ca.crt and the client certificate (env "+envTLSDir+")")
+	pf.StringVar(&a.tlsName, "tls-name", defaultTLSName, "with --addr: present --tls-dir/NAME.crt and NAME.key")
 	pf.StringVarP(&a.output, "output", "o", outputTable, "output format: table, wide or json")
 	pf.DurationVar(&a.timeout, "timeout", 0, "give up on agentd after this long, e.g. 30s (0: no limit; -f streams run until interrupted)")
 	_ = root.RegisterFlagCompletionFunc("output", cobra.FixedCompletions(
@@ -129,12 +175,143 @@ Exit codes: 0 success, 1 other failure, 2 usage error, 3 invalid input,
 		a.keygenCommand(),
 		a.versionCommand(),
 	)
+	root.AddCommand(a.clusterCommands()...)
 	markRunErrors(root)
 	return root
 }
 
-// client returns a client for --socket.
-func (a *app) client() *api.Client { return api.NewClient(a.socket) }
+func envOr(key, def string) string {
+	if v := os.Getenv(key); v != "" {
+		return v
+	}
+	return def
+}
+
+// isOffline reports whether cmd is, or is under, a command that never
+// talks to agentd, or is `version --client`.
+func isOffline(cmd *cobra.Command) bool {
+	if f := cmd.Flags().Lookup("client"); f != nil && cmd.Name() == "version" && f.Value.String() == "true" {
+		return true
+	}
+	for c := cmd; c.HasParent(); c = c.Parent() {
+		if !c.Parent().HasParent() {
+			return offlineCommands[c.Name()]
+		}
+	}
+	return false
+}
+
+// client returns a client for --addr when given, else for --socket.
+func (a *app) client() *api.Client {
+	if a.addr == "" {
+		return api.NewClient(a.socket)
+	}
+	if a.remote == nil {
+		// Only shell completion gets here: the pre-run hook has not run.
+		if err := a.connect(); err != nil {
+			return api.NewHTTPClient("https://"+a.addr, &http.Client{Transport: failingTransport{err}})
+		}
+	}
+	return a.remote
+}
+
+// failingTransport fails every request with err.
+type failingTransport struct{ err error }
+
+func (t failingTransport) RoundTrip(*http.Request) (*http.Response, error) { return nil, t.err }
+
+// connect makes the client for --addr from the files in --tls-dir. Missing
+// or unusable files are explained in terms of the flags and of
+// `agentctl tls init`.
+func (a *app) connect() error {
+	addr, err := remoteAddr(a.addr)
+	if err != nil {
+		return &usageError{err}
+	}
+	caPEM, certPEM, keyPEM, err := pki.ReadNode(a.tlsDir, a.tlsName)
+	if err != nil {
+		return a.tlsFilesError(err)
+	}
+	cfg, err := pki.ClientConfig(caPEM, certPEM, keyPEM, "")
+	if err != nil {
+		return &runError{fmt.Errorf("--addr: %s and %s: %v", a.tlsPath(".crt"), a.tlsPath(".key"), err)}
+	}
+	a.addr, a.remote = addr, api.NewRemoteClient(addr, cfg)
+	return nil
+}
+
+func (a *app) tlsPath(ext string) string { return filepath.Join(a.tlsDir, a.tlsName+ext) }
+
+// tlsFilesError says which file connect could not read and what to do.
+func (a *app) tlsFilesError(err error) error {
+	if errors.Is(err, api.ErrInvalid) {
+		return usageErrorf("--tls-name: %v", err)
+	}
+	ca := filepath.Join(a.tlsDir, "ca.crt")
+	for _, f := range []struct{ path, what, hint string }{
+		{ca, "the cluster's CA certificate", "copy ca.crt from where agentctl tls init ran into --tls-dir"},
+		{a.tlsPath(".crt"), "a client certificate", "create it with agentctl tls init, or choose another with --tls-dir and --tls-name"},
+		{a.tlsPath(".key"), "the key of its client certificate", "copy it next to " + a.tlsName + ".crt (agentctl tls init writes both)"},
+	} {
+		if _, serr := os.Stat(f.path); errors.Is(serr, fs.ErrNotExist) {
+			return &runError{fmt.Errorf("--addr needs %s: %s: no such file; %s", f.what, f.path, f.hint)}
+		}
+	}
+	return &runError{fmt.Errorf("--addr: %v", errors.Unwrap(err))}
+}
+
+// remoteAddr checks --addr and adds the default port when it has none.
+func remoteAddr(s string) (string, error) {
+	host, port, err := net.SplitHostPort(s)
+	if err != nil {
+		if h, p, err2 := net.SplitHostPort(s + ":" + defaultAPIPort); err2 == nil {
+			host, port, err = h, p, nil
+		}
+	}
+	if err != nil || host == "" {
+		return "", fmt.Errorf("invalid --addr %q: want host:port, e.g. 10.0.0.1:%s or [fd00::1]:%s", s, defaultAPIPort, defaultAPIPort)
+	}
+	if n, err := strconv.ParseUint(port, 10, 16); err != nil || n == 0 {
+		return "", fmt.Errorf("invalid --addr %q: port %q is not a number from 1 to 65535", s, port)
+	}
+	return net.JoinHostPort(host, port), nil
+}
+
+// remoteTLSError is a failed TLS handshake with the agent at --addr,
+// explained; it keeps the original error's class.
+type remoteTLSError struct {
+	msg string
+	err error
+}
+
+func (e *remoteTLSError) Error() string { return e.msg }
+func (e *remoteTLSError) Unwrap() error { return e.err }
+
+// explainRemote turns a TLS failure with the agent at --addr into what to
+// check; other errors are returned as they are.
+func (a *app) explainRemote(err error) error {
+	if a.remote == nil {
+		return err
+	}
+	var host x509.HostnameError
+	var verify *tls.CertificateVerificationError
+	var op *net.OpError
+	var msg string
+	switch {
+	case errors.As(err, &host):
+		msg = fmt.Sprintf("agentd at %s presented the certificate of %q, which does not name %s: reissue that node's certificate with its address (agentctl tls init --node %s=IP), or give --addr as a name or address it lists",
+			a.addr, host.Certificate.Subject.CommonName, host.Host, host.Certificate.Subject.CommonName)
+	case errors.As(err, &verify):
+		msg = fmt.Sprintf("agentd at %s presented a certificate that the cluster CA in %s does not vouch for (%v): is --tls-dir the directory of this cluster?",
+			a.addr, filepath.Join(a.tlsDir, "ca.crt"), verify.Err)
+	case errors.As(err, &op) && op.Op == "remote error":
+		msg = fmt.Sprintf("agentd at %s refused the client certificate %s (%v): present one issued by that cluster's CA (--tls-dir, --tls-name)",
+			a.addr, a.tlsPath(".crt"), op.Err)
+	default:
+		return err
+	}
+	return &remoteTLSError{msg: msg, err: err}
+}
 
 // requestContext bounds one request by --timeout.
 func (a *app) requestContext(ctx context.Context) (context.Context, context.CancelFunc) {
@@ -231,6 +408,7 @@ func (a *app) report(cmd *cobra.Command, err error) int {
 // printError prints err as "error: <message>"; an api.ErrorList prints
 // one problem a line first.
 func (a *app) printError(err error) {
+	err = a.explainRemote(err)
 	var list api.ErrorList
 	if errors.As(err, &list) && len(list) > 0 {
 		for _, fe := range list {

@@ -1,0 +1,303 @@
+package integration
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/containerd/containerd"
+	"github.com/containerd/containerd/namespaces"
+
+	"github.com/berth-project/berth/api"
+	"github.com/berth-project/berth/cluster"
+	"github.com/berth-project/berth/cluster/pki"
+)
+
+// testCluster is several real agentd processes forming one cluster on
+// loopback addresses 127.0.0.<base+i>, each with its own containerd
+// namespace (one shared containerd), state dir and certificates from one
+// test CA.
+type testCluster struct {
+	t      testing.TB
+	Agents []*agentProc
+	IPs    []string
+	TLSDir string
+	Key    string
+	opts   clusterOpts
+}
+
+// clusterOpts shape a test cluster.
+type clusterOpts struct {
+	// N agents; Servers of them (the first) are Raft voter candidates,
+	// BootstrapExpect of them form the first configuration.
+	N, Servers, BootstrapExpect int
+	// Base is the last octet of the first agent's 127.0.0.x address.
+	Base int
+	// Extra is added to every agent's agent.toml (top level keys first).
+	Extra string
+	// Labels per agent index.
+	Labels map[int]map[string]string
+}
+
+// clusterNodeName names agent i.
+func clusterNodeName(i int) string { return fmt.Sprintf("n%d", i+1) }
+
+// startCluster starts opts.N agents and waits until every one of them
+// sees a Raft leader and all members alive.
+func startCluster(t testing.TB, opts clusterOpts) *testCluster {
+	t.Helper()
+	env.needAgentd(t)
+	if opts.Servers == 0 {
+		opts.Servers = min(opts.N, 5)
+	}
+	if opts.BootstrapExpect == 0 {
+		opts.BootstrapExpect = min(opts.Servers, 3)
+	}
+	if opts.Base == 0 {
+		opts.Base = 20
+	}
+	c := &testCluster{t: t, opts: opts, TLSDir: env.newDir(t, "tls")}
+	key, err := cluster.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Key = key
+	ca, err := pki.NewCA("berth test CA", 24*time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := pki.WriteCA(c.TLSDir, ca, false); err != nil {
+		t.Fatal(err)
+	}
+	for i := range opts.N {
+		ip := fmt.Sprintf("127.0.0.%d", opts.Base+i)
+		c.IPs = append(c.IPs, ip)
+		cert, k, err := ca.Issue(pki.NodeCert{Name: clusterNodeName(i), IPs: []net.IP{net.ParseIP(ip)}, Client: true, Server: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := pki.WriteNode(c.TLSDir, clusterNodeName(i), cert, k, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cert, k, err := ca.Issue(pki.NodeCert{Name: "agentctl", Client: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := pki.WriteNode(c.TLSDir, "agentctl", cert, k, false); err != nil {
+		t.Fatal(err)
+	}
+	for i := range opts.N {
+		c.Agents = append(c.Agents, startAgent(t, agentOpts{
+			NodeName:  clusterNodeName(i),
+			Namespace: env.newNamespace(t),
+			Config:    c.agentConfig(i),
+		}))
+	}
+	c.waitConverged(60 * time.Second)
+	return c
+}
+
+// agentConfig is agent i's agent.toml.
+func (c *testCluster) agentConfig(i int) string {
+	var b strings.Builder
+	b.WriteString(c.opts.Extra + "\n")
+	if l := c.opts.Labels[i]; len(l) > 0 {
+		b.WriteString("[node.labels]\n")
+		for k, v := range l {
+			fmt.Fprintf(&b, "%s = %q\n", k, v)
+		}
+	}
+	fmt.Fprintf(&b, "[cluster]\nadvertise = %q\nbind_addr = %q\nencrypt_key = %q\ntls_dir = %q\n",
+		c.IPs[i], c.IPs[i], c.Key, c.TLSDir)
+	fmt.Fprintf(&b, "server = %t\n", i < c.opts.Servers)
+	if i < c.opts.Servers {
+		fmt.Fprintf(&b, "bootstrap_expect = %d\n", c.opts.BootstrapExpect)
+	}
+	if i > 0 || c.opts.N > 1 {
+		fmt.Fprintf(&b, "join = [%q]\n", net.JoinHostPort(c.IPs[0], "7946"))
+	}
+	return b.String()
+}
+
+// waitConverged waits until every running agent sees the same leader and
+// every running agent as an alive member.
+func (c *testCluster) waitConverged(timeout time.Duration) {
+	c.t.Helper()
+	waitFor(c.t, timeout, "cluster converged (one leader, all members alive)", func() (bool, error) {
+		leader := ""
+		running := map[string]bool{}
+		for i, a := range c.Agents {
+			if a.Running() {
+				running[clusterNodeName(i)] = true
+			}
+		}
+		for i, a := range c.Agents {
+			if !a.Running() {
+				continue
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+			info, err := a.api().Raft(ctx)
+			if err != nil {
+				cancel()
+				return false, err
+			}
+			ms, err := a.api().Members(ctx)
+			cancel()
+			if err != nil {
+				return false, err
+			}
+			if info.Leader == "" {
+				return false, fmt.Errorf("%s: no leader", clusterNodeName(i))
+			}
+			if leader != "" && info.Leader != leader {
+				return false, fmt.Errorf("%s sees leader %s, others %s", clusterNodeName(i), info.Leader, leader)
+			}
+			leader = info.Leader
+			alive := 0
+			for _, m := range ms {
+				if running[m.Name] && m.Status == "alive" {
+					alive++
+				}
+			}
+			if alive != len(running) {
+				return false, fmt.Errorf("%s sees %d of %d members alive", clusterNodeName(i), alive, len(running))
+			}
+		}
+		return true, nil
+	})
+}
+
+// leader returns the index of the agent that leads Raft.
+func (c *testCluster) leader() int {
+	c.t.Helper()
+	for _, a := range c.Agents {
+		if !a.Running() {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		info, err := a.api().Raft(ctx)
+		cancel()
+		if err == nil && info.Leader != "" {
+			for j := range c.Agents {
+				if clusterNodeName(j) == info.Leader {
+					return j
+				}
+			}
+		}
+	}
+	c.t.Fatal("no agent knows a leader")
+	return -1
+}
+
+// any returns a running agent other than the ones in skip.
+func (c *testCluster) any(skip ...int) *agentProc {
+	c.t.Helper()
+outer:
+	for i, a := range c.Agents {
+		for _, s := range skip {
+			if s == i {
+				continue outer
+			}
+		}
+		if a.Running() {
+			return a
+		}
+	}
+	c.t.Fatal("no running agent")
+	return nil
+}
+
+// killNode is a node loss: SIGKILL to agentd and to every process of its
+// containers (the machine is gone).
+func (c *testCluster) killNode(i int) {
+	c.t.Helper()
+	a := c.Agents[i]
+	a.Kill()
+	ctx, cancel := context.WithTimeout(namespaces.WithNamespace(context.Background(), a.opts.Namespace), 30*time.Second)
+	defer cancel()
+	cs, err := env.Client.Containers(ctx)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	for _, ctr := range cs {
+		task, err := ctr.Task(ctx, nil)
+		if err != nil {
+			continue
+		}
+		_ = task.Kill(ctx, 9, containerd.WithKillAll)
+	}
+}
+
+// clusterGroup reads a cluster group through agent a.
+func clusterGroup(t testing.TB, a *agentProc, name string) *api.ClusterGroup {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	g, err := a.api().ClusterGroup(ctx, name)
+	if err != nil {
+		t.Fatalf("cluster group %s: %v", name, err)
+	}
+	return g
+}
+
+// waitClusterGroup waits until cond holds for the cluster group as agent a
+// sees it.
+func waitClusterGroup(t testing.TB, a *agentProc, name string, timeout time.Duration, what string, cond func(*api.ClusterGroup) error) *api.ClusterGroup {
+	t.Helper()
+	var last *api.ClusterGroup
+	waitFor(t, timeout, fmt.Sprintf("cluster group %s: %s", name, what), func() (bool, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		g, err := a.api().ClusterGroup(ctx, name)
+		if err != nil {
+			return false, err
+		}
+		last = g
+		if err := cond(g); err != nil {
+			return false, err
+		}
+		return true, nil
+	})
+	return last
+}
+
+// allReady is a waitClusterGroup condition: every wanted allocation is
+// placed, Running and Ready at the group's generation.
+func allReady(want int) func(*api.ClusterGroup) error {
+	return func(g *api.ClusterGroup) error {
+		if g.Ready != want || len(g.Allocations) != want {
+			return fmt.Errorf("%d of %d ready (%d allocations, %d placed): %s", g.Ready, want, len(g.Allocations), g.Placed, describeAllocs(g))
+		}
+		return nil
+	}
+}
+
+func describeAllocs(g *api.ClusterGroup) string {
+	parts := make([]string, 0, len(g.Allocations))
+	for _, al := range g.Allocations {
+		s := fmt.Sprintf("%s@%s=%s", al.ID, al.Node, al.Status)
+		if al.Ready {
+			s += "+ready"
+		}
+		if al.Pending != "" {
+			s += "(" + al.Pending + ")"
+		}
+		parts = append(parts, s)
+	}
+	return strings.Join(parts, " ")
+}
+
+// nodesOf returns the node of every placed allocation.
+func nodesOf(g *api.ClusterGroup) map[string]int {
+	out := map[string]int{}
+	for _, al := range g.Allocations {
+		if al.Node != "" {
+			out[al.Node]++
+		}
+	}
+	return out
+}
