@@ -1,0 +1,573 @@
+package cluster
+
+import (
+	"fmt"
+	"maps"
+	"math"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/berth-project/berth/api"
+	"github.com/berth-project/berth/raftstore"
+)
+
+// The scheduler's planning: a pure function from the replicated state and
+// a clock reading to the commands that move the cluster towards what its
+// groups ask. Schedule does no I/O and reads no clock; the same state,
+// time and options give the same Decision, byte for byte, on any machine.
+//
+// One pass runs in four phases over a working copy of the allocations:
+//
+//  1. validate (plan.go): delete allocations whose group is gone or that a
+//     scale-down dropped, create the missing ones unplaced, and unplace
+//     the ones that must leave their node: node gone, dead or left for
+//     longer than Options.DeadGrace, draining, no longer matching the
+//     group's constraints, Failed there (at most every FailedRetry), or a
+//     second copy where only one is allowed (spread = "node", or two
+//     replicas of one shard).
+//  2. place (plan_replicas.go, plan_shards.go, plan_preempt.go): groups in
+//     priority order, highest first, then by name; each group places its
+//     unplaced allocations, preempting strictly lower priorities when a
+//     node has everything but the room.
+//  3. roll out (plan_rollout.go): move allocations to their group's
+//     generation, in batches of max_parallel, judging healthy_deadline,
+//     reverting a failed update and marking finished rollouts.
+//  4. decide (plan.go): compare the working copy with the state and turn
+//     every difference into one raftstore.Plan, followed by the rollout
+//     commands.
+//
+// Everything a pass writes is a function of the state, so a pass over the
+// state that its own Decision produced decides nothing: the scheduler
+// converges instead of rewriting allocations forever. Tests hold it to
+// that.
+
+// Defaults of Options.
+const (
+	DefaultLoadFactor  = 1.10
+	DefaultFailedRetry = 10 * time.Second
+)
+
+// Options tune Schedule and Scheduler. The zero value is the default for
+// every field.
+type Options struct {
+	// DeadGrace is how long after a node became dead or left (its
+	// NodeInfo.UpdatedAt) its allocations stay before they are placed
+	// elsewhere. 0 moves them at once.
+	DeadGrace time.Duration
+	// Priority resolves a group's priority; nil means spec.Priority.Value
+	// (the agent passes its resolver of priority classes).
+	Priority func(*api.GroupSpec) int64
+	// LoadFactor bounds how many allocations of one sharded group a node
+	// may hold: LoadFactor × the group's mean per node (see shardBound).
+	// Below 1 means DefaultLoadFactor.
+	LoadFactor float64
+	// FailedRetry is the shortest time between two re-placements of an
+	// allocation that keeps failing; 0 means DefaultFailedRetry.
+	FailedRetry time.Duration
+
+	// Coalesce, LeaderPoll and RetryBackoff tune Scheduler.Run only; see
+	// there for their defaults.
+	Coalesce     time.Duration
+	LeaderPoll   time.Duration
+	RetryBackoff time.Duration
+}
+
+func (o Options) withDefaults() Options {
+	if o.Priority == nil {
+		o.Priority = func(s *api.GroupSpec) int64 { return s.Priority.Value }
+	}
+	if o.LoadFactor < 1 || math.IsNaN(o.LoadFactor) || math.IsInf(o.LoadFactor, 0) {
+		o.LoadFactor = DefaultLoadFactor
+	}
+	if o.FailedRetry <= 0 {
+		o.FailedRetry = DefaultFailedRetry
+	}
+	if o.DeadGrace < 0 {
+		o.DeadGrace = 0
+	}
+	return o
+}
+
+// Decision is what one scheduling pass wants proposed.
+type Decision struct {
+	// Index is the State.Index the decision was computed from.
+	Index uint64
+	// Plan holds every allocation put and delete of the pass; it is empty
+	// when nothing moves.
+	Plan raftstore.Plan
+	// Rollouts are rollout verdicts (complete, reverted, failed).
+	Rollouts []raftstore.SetRollout
+	// Reverts are groups put back to their previous spec after a failed
+	// rolling update (CmdPutGroup with Rollout.Revert).
+	Reverts []raftstore.Group
+	// Commands are the commands to propose, in order: the Plan (when not
+	// empty), then the reverts, then the rollout verdicts. Each one's Time
+	// is the now given to Schedule.
+	Commands []raftstore.Command
+	// Next is when Schedule must run again even if the state does not
+	// change: the end of a dead node's grace, a healthy deadline, a failed
+	// allocation's retry. Zero means not before the next change.
+	Next time.Time
+	// Actions say what the pass did and why, one line each, for logs and
+	// events.
+	Actions []string
+}
+
+// Empty reports whether the decision proposes nothing.
+func (d Decision) Empty() bool { return len(d.Commands) == 0 }
+
+// AllocationID names an allocation, and the local group its agent runs it
+// as: "<group>.<replica>" for a replicated group, "<group>.s<shard>.<replica>"
+// for a sharded one. Group names are DNS labels, so the dot keeps these
+// names apart from every local group's.
+func AllocationID(group string, shard, replica int, sharded bool) string {
+	if sharded {
+		return group + ".s" + strconv.Itoa(shard) + "." + strconv.Itoa(replica)
+	}
+	return group + "." + strconv.Itoa(replica)
+}
+
+// Schedule computes one scheduling pass over st at time now. It never
+// changes st. See the comment at the top of plan.go for what a pass does.
+func Schedule(st raftstore.State, now time.Time, opts Options) Decision {
+	p := newPass(st, now, opts.withDefaults())
+	p.validate()
+	for _, gv := range p.order {
+		if gv.sharded {
+			p.placeSharded(gv)
+		} else {
+			p.placeReplicated(gv)
+		}
+	}
+	for _, gv := range p.byName {
+		p.rollout(gv)
+	}
+	return p.decide()
+}
+
+// alloc is the working copy of one allocation during a pass.
+type alloc struct {
+	raftstore.Allocation
+	// orig is the allocation in the state; nil for a new one.
+	orig  *raftstore.Allocation
+	group *groupView
+	// req is the request counted on Node (of Spec, else the group's).
+	req api.Resources
+
+	// placed: Node was chosen in this pass (new, moved, unplaced, or
+	// placed back where it was); decide keeps the state's copy when the
+	// node did not change after all, unless retry.
+	placed bool
+	// retry: placed back on the node it failed on, as a new generation.
+	retry bool
+	// respec: rewritten in place to the group's spec (a rolling update
+	// batch); meta: the same, without a restart ([placement] changes only).
+	respec, meta bool
+	// avoid is the node it failed on; shedFrom the node a load-bound shed
+	// took it from (it goes back there when nothing better takes it).
+	avoid, shedFrom string
+	// why says why it left its node, for Actions.
+	why string
+	// preempted: unplaced by a higher priority in this pass.
+	preempted bool
+}
+
+// groupView is what a pass knows of one group.
+type groupView struct {
+	name    string
+	g       raftstore.Group
+	pl      *api.PlacementSpec // never nil
+	sharded bool
+	prio    int64
+	req     api.Resources
+	// mismatch maps each node to the first constraint it fails ("" when it
+	// matches every one).
+	mismatch map[string]string
+	// allocs are the group's wanted allocations, ordered by shard, then
+	// replica.
+	allocs []*alloc
+}
+
+// shardCount and replicaCount are the group's shape with overrides.
+func (gv *groupView) shardCount() int { return gv.pl.Shards }
+
+func (gv *groupView) replicas(shard int) int {
+	if gv.sharded {
+		return gv.g.ShardReplicaCount(shard)
+	}
+	return gv.g.ReplicaCount()
+}
+
+// pass is one run of Schedule.
+type pass struct {
+	st   raftstore.State
+	now  time.Time
+	opts Options
+
+	nodes     map[string]*nodeView
+	nodeNames []string // every node view, sorted
+
+	groups  map[string]*groupView
+	byName  []*groupView // sorted by name
+	order   []*groupView // placement order: priority desc, then name
+	allocs  map[string]*alloc
+	deletes map[string]string // id → why
+	dropped map[string]bool   // groups that lost allocations in this pass
+
+	actions  []string // preemption and rollout lines, in decision order
+	rollouts []raftstore.SetRollout
+	reverts  []raftstore.Group
+	next     time.Time
+}
+
+func newPass(st raftstore.State, now time.Time, opts Options) *pass {
+	p := &pass{
+		st: st, now: now, opts: opts,
+		nodes:   map[string]*nodeView{},
+		groups:  map[string]*groupView{},
+		allocs:  map[string]*alloc{},
+		deletes: map[string]string{},
+		dropped: map[string]bool{},
+	}
+	for _, name := range slices.Sorted(maps.Keys(st.Nodes)) {
+		p.addNode(name, st.Nodes[name], true)
+	}
+	for _, name := range slices.Sorted(maps.Keys(st.Groups)) {
+		g := st.Groups[name]
+		pl := g.Spec.Placement
+		if pl == nil {
+			pl = &api.PlacementSpec{}
+		}
+		gv := &groupView{
+			name: name, g: g, pl: pl, sharded: pl.Sharded(),
+			prio: opts.Priority(&g.Spec), req: g.Spec.Request(),
+			mismatch: map[string]string{},
+		}
+		p.groups[name] = gv
+		p.byName = append(p.byName, gv)
+	}
+	p.order = slices.Clone(p.byName)
+	slices.SortStableFunc(p.order, func(a, b *groupView) int {
+		switch {
+		case a.prio > b.prio:
+			return -1
+		case a.prio < b.prio:
+			return 1
+		}
+		return strings.Compare(a.name, b.name)
+	})
+	// Nodes named by allocations but unknown to the state get a view too,
+	// so that every placed allocation is counted somewhere.
+	for _, id := range slices.Sorted(maps.Keys(st.Allocations)) {
+		a := st.Allocations[id]
+		if a.Node != "" && p.nodes[a.Node] == nil {
+			p.addNode(a.Node, raftstore.NodeInfo{Name: a.Node}, false)
+		}
+	}
+	p.nodeNames = slices.Sorted(maps.Keys(p.nodes))
+	for _, gv := range p.byName {
+		for _, n := range p.nodeNames {
+			if ok, failed := gv.pl.MatchConstraints(p.nodes[n].info.Labels); !ok {
+				gv.mismatch[n] = failed
+			}
+		}
+	}
+	for _, id := range slices.Sorted(maps.Keys(st.Allocations)) {
+		orig := st.Allocations[id]
+		a := &alloc{Allocation: orig, orig: &orig, group: p.groups[orig.Group]}
+		p.allocs[id] = a
+		if a.Node != "" {
+			a.req = p.request(a)
+			p.nodes[a.Node].add(a)
+		}
+	}
+	return p
+}
+
+// request is what a counts on its node: its own spec's request, else its
+// group's.
+func (p *pass) request(a *alloc) api.Resources {
+	if a.Spec != nil {
+		return a.Spec.Request()
+	}
+	if a.group != nil {
+		return a.group.req
+	}
+	return api.Resources{}
+}
+
+// setNode moves a's accounting from its node to node ("" = unplaced).
+func (p *pass) setNode(a *alloc, node string) {
+	if a.Node != "" {
+		p.nodes[a.Node].remove(a)
+	}
+	a.Node = node
+	a.placed = true
+	if node != "" {
+		a.req = p.request(a)
+		p.nodes[node].add(a)
+	}
+}
+
+// place puts a on node with its group's current spec. Placed back on the
+// node it came from (a load-bound shed that found nothing better), it is
+// the state's allocation again, unchanged, unless it is a retry.
+func (p *pass) place(a *alloc, node string) {
+	p.setNode(a, "")
+	if o := a.orig; o != nil && o.Node == node && !a.retry {
+		shard, replica := a.Shard, a.Replica
+		a.Allocation = *o
+		a.Shard, a.Replica, a.Node = shard, replica, ""
+		p.setNode(a, node)
+		a.placed, a.why, a.shedFrom = false, "", ""
+		return
+	}
+	a.Spec, a.GroupGeneration = &a.group.g.Spec, a.group.g.Generation
+	a.Pending = ""
+	p.setNode(a, node)
+}
+
+// pend leaves a unplaced, waiting for reason, at its group's generation
+// (nothing runs it, so nothing needs rolling).
+func (p *pass) pend(a *alloc, reason string) {
+	if a.Node != "" {
+		p.setNode(a, "")
+	}
+	if a.preempted && a.Pending != "" {
+		reason = a.Pending // "preempted by …" says more than "no room"
+	} else if o := a.orig; o != nil && o.Node == "" && strings.HasPrefix(o.Pending, preemptedPrefix) && strings.Contains(reason, noRoomMarker) {
+		reason = o.Pending // still waiting for the room a preemption took
+	}
+	a.Pending = reason
+	a.Spec, a.GroupGeneration = &a.group.g.Spec, a.group.g.Generation
+}
+
+// unplace takes a off its node; why is logged, pending is what it waits for.
+func (p *pass) unplace(a *alloc, why string) {
+	if a.Node != "" && a.why == "" {
+		a.why = why
+	}
+	p.setNode(a, "")
+}
+
+// wake records that the state must be looked at again at t.
+func (p *pass) wake(t time.Time) {
+	if t.After(p.now) && (p.next.IsZero() || t.Before(p.next)) {
+		p.next = t
+	}
+}
+
+// validate is phase 1: deletions, creations and the allocations that must
+// leave their node.
+func (p *pass) validate() {
+	for _, id := range slices.Sorted(maps.Keys(p.allocs)) {
+		a := p.allocs[id]
+		gv := a.group
+		if gv == nil {
+			p.drop(a, "its group "+strconv.Quote(a.Group)+" no longer exists")
+			continue
+		}
+		shard, replica, ok := gv.wanted(id)
+		if !ok {
+			p.drop(a, "scaled down")
+			continue
+		}
+		a.Shard, a.Replica = shard, replica
+		if a.Node == "" {
+			continue
+		}
+		n := p.nodes[a.Node]
+		if why := n.mustLeave(p); why != "" {
+			p.unplace(a, why)
+			continue
+		}
+		if failed := gv.mismatch[a.Node]; failed != "" {
+			p.unplace(a, fmt.Sprintf("node %s no longer matches constraint %q", a.Node, failed))
+			continue
+		}
+		if a.Status == api.GroupFailed {
+			retryAt := a.UpdatedAt.Add(p.opts.FailedRetry)
+			if p.now.Before(retryAt) {
+				p.wake(retryAt)
+				continue
+			}
+			why := "failed on node " + a.Node
+			if a.Reason != "" {
+				why += ": " + a.Reason
+			}
+			a.avoid = a.Node
+			p.unplace(a, why)
+		}
+	}
+	for _, gv := range p.byName {
+		p.collect(gv)
+	}
+}
+
+// drop deletes a.
+func (p *pass) drop(a *alloc, why string) {
+	if a.Node != "" {
+		p.nodes[a.Node].remove(a)
+	}
+	delete(p.allocs, a.ID)
+	p.deletes[a.ID] = why
+	p.dropped[a.Group] = true
+}
+
+// wanted reports whether id is one of gv's allocations, and which.
+func (gv *groupView) wanted(id string) (shard, replica int, ok bool) {
+	rest, found := strings.CutPrefix(id, gv.name+".")
+	if !found {
+		return 0, 0, false
+	}
+	if gv.sharded {
+		s, r, found := strings.Cut(rest, ".")
+		if !found || !strings.HasPrefix(s, "s") {
+			return 0, 0, false
+		}
+		shard, err1 := strconv.Atoi(s[1:])
+		replica, err2 := strconv.Atoi(r)
+		if err1 != nil || err2 != nil || shard < 0 || shard >= gv.shardCount() ||
+			replica < 0 || replica >= gv.replicas(shard) || id != AllocationID(gv.name, shard, replica, true) {
+			return 0, 0, false
+		}
+		return shard, replica, true
+	}
+	replica, err := strconv.Atoi(rest)
+	if err != nil || replica < 0 || replica >= gv.replicas(0) || id != AllocationID(gv.name, 0, replica, false) {
+		return 0, 0, false
+	}
+	return 0, replica, true
+}
+
+// collect gathers gv's wanted allocations, creating the missing ones, and
+// unplaces second copies where only one may run: two replicas of a
+// spread = "node" group, or of one shard, on one node.
+func (p *pass) collect(gv *groupView) {
+	shards := 1
+	if gv.sharded {
+		shards = gv.shardCount()
+	}
+	spreadNode := gv.sharded || gv.pl.Spread != api.SpreadPrefer
+	for k := range shards {
+		seen := map[string]string{}
+		if !gv.sharded {
+			k = 0
+		}
+		for r := range gv.replicas(k) {
+			id := AllocationID(gv.name, k, r, gv.sharded)
+			a := p.allocs[id]
+			if a == nil {
+				a = &alloc{Allocation: raftstore.Allocation{ID: id, Group: gv.name, Shard: k, Replica: r}, group: gv, placed: true}
+				p.allocs[id] = a
+			}
+			gv.allocs = append(gv.allocs, a)
+			if a.Node == "" || !spreadNode {
+				continue
+			}
+			if other, dup := seen[a.Node]; dup {
+				p.unplace(a, fmt.Sprintf("%s already runs on node %s", other, a.Node))
+				continue
+			}
+			seen[a.Node] = a.ID
+		}
+	}
+}
+
+// decide is phase 4: the Decision from the working copy.
+func (p *pass) decide() Decision {
+	d := Decision{Index: p.st.Index, Next: p.next}
+	var lines []string
+	for _, id := range slices.Sorted(maps.Keys(p.allocs)) {
+		a := p.allocs[id]
+		put, line := p.put(a)
+		if put == nil {
+			continue
+		}
+		d.Plan.Put = append(d.Plan.Put, *put)
+		lines = append(lines, line)
+	}
+	for _, id := range slices.Sorted(maps.Keys(p.deletes)) {
+		d.Plan.Delete = append(d.Plan.Delete, id)
+		lines = append(lines, "delete "+id+": "+p.deletes[id])
+	}
+	d.Actions = append(lines, p.actions...)
+	d.Rollouts, d.Reverts = p.rollouts, p.reverts
+
+	add := func(t raftstore.CommandType, payload any) {
+		c, err := raftstore.NewCommand(t, payload)
+		if err != nil {
+			// Every payload here is built to pass validation; say so loudly
+			// instead of proposing something the FSM rejects.
+			d.Actions = append(d.Actions, "internal error, not proposed: "+err.Error())
+			return
+		}
+		c.Time = p.now.UTC()
+		d.Commands = append(d.Commands, c)
+	}
+	if len(d.Plan.Put) > 0 || len(d.Plan.Delete) > 0 {
+		add(raftstore.CmdApplyPlan, d.Plan)
+	}
+	for _, g := range d.Reverts {
+		add(raftstore.CmdPutGroup, g)
+	}
+	for _, r := range d.Rollouts {
+		add(raftstore.CmdSetRollout, r)
+	}
+	return d
+}
+
+// put returns the allocation to write for a, or nil when a is unchanged,
+// and the line that says what changes.
+func (p *pass) put(a *alloc) (*raftstore.Allocation, string) {
+	o := a.orig
+	out := a.Allocation
+	out.Generation, out.UpdatedAt, out.Index = 0, time.Time{}, 0
+	clearStatus := func() { out.Status, out.Ready, out.Reason = "", false, "" }
+	g := a.group.g
+	switch {
+	case o == nil && a.Node != "":
+		out.PlacedAt = p.now
+		clearStatus()
+		return &out, fmt.Sprintf("place %s on %s", a.ID, a.Node)
+	case o == nil:
+		out.PlacedAt = time.Time{}
+		clearStatus()
+		return &out, fmt.Sprintf("%s pending: %s", a.ID, a.Pending)
+	case a.placed && (a.Node != o.Node || a.retry):
+		clearStatus()
+		why := ""
+		if a.why != "" {
+			why = ": " + a.why
+		}
+		switch {
+		case a.Node == "":
+			out.PlacedAt = time.Time{}
+			if o.Node == "" {
+				return &out, fmt.Sprintf("%s pending: %s", a.ID, a.Pending)
+			}
+			return &out, fmt.Sprintf("unplace %s from %s%s; pending: %s", a.ID, o.Node, why, a.Pending)
+		case a.retry:
+			out.PlacedAt = p.now
+			return &out, fmt.Sprintf("restart %s on %s as a new generation%s (no other node fits)", a.ID, a.Node, why)
+		case o.Node == "":
+			out.PlacedAt = p.now
+			return &out, fmt.Sprintf("place %s on %s", a.ID, a.Node)
+		}
+		out.PlacedAt = p.now
+		return &out, fmt.Sprintf("move %s from %s to %s%s", a.ID, o.Node, a.Node, why)
+	case a.respec:
+		out.PlacedAt = p.now
+		clearStatus()
+		return &out, fmt.Sprintf("roll %s on %s to generation %d", a.ID, a.Node, g.Generation)
+	case a.meta:
+		return &out, fmt.Sprintf("rewrite %s to generation %d (spec unchanged but for [placement]: no restart)", a.ID, g.Generation)
+	case a.Node == "" && (a.Pending != o.Pending || a.GroupGeneration != o.GroupGeneration):
+		return &out, fmt.Sprintf("%s pending: %s", a.ID, a.Pending)
+	case a.Shard != o.Shard || a.Replica != o.Replica:
+		return &out, fmt.Sprintf("fix %s: shard %d, replica %d", a.ID, a.Shard, a.Replica)
+	}
+	return nil, ""
+}
