@@ -227,6 +227,7 @@ func (r *runner) publish() {
 	}
 	if r.sandbox != nil {
 		r.status.NetNS = r.sandbox.NetNSPath
+		r.status.Network = r.sandbox.Network
 	}
 	r.mu.Unlock()
 	if ready != wasReady {

@@ -36,9 +36,15 @@ type Sandbox struct {
 	Volumes map[string]string
 	// Files maps a path in the container (/etc/hosts…) to the host file.
 	Files map[string]string
+	// Network is how the group is connected: its mode, and in bridge mode
+	// its address and published ports.
+	Network *api.NetworkStatus
 }
 
 // Namespaces returns the namespaces every container of the group joins.
+// With network = "host" the network namespace pinned at NetNSPath is the
+// node's own, so joining it is host networking, and probes and hooks that
+// dial "into the group's namespace" dial on the host.
 func (s *Sandbox) Namespaces() []specs.LinuxNamespace {
 	ns := []specs.LinuxNamespace{{Type: specs.NetworkNamespace, Path: s.NetNSPath}}
 	if s.IPCNSPath != "" {

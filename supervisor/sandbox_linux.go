@@ -25,9 +25,23 @@ import (
 //	runDir/groups/G/etc/{hosts,…}    files bound into containers
 //	runDir/groups/G/tmpfs/V          tmpfs volumes (mounted here)
 //	stateDir/volumes/G/V             empty volumes
+//
+// The network namespace depends on the group's network mode: "bridge"
+// and "none" pin a new one (loopback up), which net, when set, attaches to
+// the node bridge in bridge mode; "host" pins the agent's own namespace,
+// so the containers join the node's network. A mode change re-pins it.
 type hostSandboxes struct {
 	runDir, stateDir string
+	net              Network // nil: loopback only (Config.Network)
 }
+
+func (h *hostSandboxes) useNetwork(n Network) { h.net = n }
+
+func (h *hostSandboxes) netnsPath(g string) string { return filepath.Join(h.groupRun(g), "ns", "net") }
+
+// netnsPinned reports whether group's network namespace is pinned: its
+// network attachment, if any, is still in use.
+func (h *hostSandboxes) netnsPinned(group string) bool { return isNSFS(h.netnsPath(group)) }
 
 // NewSandboxes returns the Linux sandbox manager.
 func NewSandboxes(runDir, stateDir string) Sandboxes {
@@ -56,9 +70,25 @@ func (h *hostSandboxes) Ensure(ctx context.Context, spec *api.GroupSpec) (_ *San
 			return nil, fmt.Errorf("sandbox %s: %w", g, err)
 		}
 	}
-	sb.NetNSPath = filepath.Join(base, "ns", "net")
-	if err := pinNamespace(sb.NetNSPath, unix.CLONE_NEWNET); err != nil {
+	sb.NetNSPath = h.netnsPath(g)
+	mode := spec.EffectiveNetwork()
+	if err := h.ensureNetNS(ctx, g, sb.NetNSPath, mode == api.NetworkHost); err != nil {
 		return nil, fmt.Errorf("sandbox %s: network namespace: %w", g, err)
+	}
+	sb.Network = &api.NetworkStatus{Mode: mode}
+	switch {
+	case h.net == nil:
+	case mode == api.NetworkBridge:
+		a, err := h.net.Setup(ctx, g, sb.NetNSPath, spec)
+		if err != nil {
+			return nil, fmt.Errorf("sandbox %s: %w", g, err)
+		}
+		sb.Network = a.Status()
+	case mode == api.NetworkNone:
+		// Was it bridged before (a spec change)? Then it is no more.
+		if err := h.net.Teardown(ctx, g, sb.NetNSPath); err != nil {
+			return nil, fmt.Errorf("sandbox %s: %w", g, err)
+		}
 	}
 	ipc := filepath.Join(base, "ns", "ipc")
 	if spec.ShareIPC {
@@ -78,8 +108,52 @@ func (h *hostSandboxes) Ensure(ctx context.Context, spec *api.GroupSpec) (_ *San
 	return sb, nil
 }
 
+// ensureNetNS pins the group's network namespace at path: the node's own
+// with host, else a new one. A namespace of the other kind pinned there
+// (the group's network mode changed) is detached and unpinned first.
+func (h *hostSandboxes) ensureNetNS(ctx context.Context, g, path string, host bool) error {
+	if isNSFS(path) {
+		if isHostNetns(path) == host {
+			return nil
+		}
+		if h.net != nil && !host {
+			if err := h.net.Teardown(ctx, g, path); err != nil {
+				return err
+			}
+		}
+		if err := unpin(path); err != nil {
+			return err
+		}
+	}
+	if host {
+		return pinHostNetns(path)
+	}
+	return pinNamespace(path, unix.CLONE_NEWNET)
+}
+
+// pinHostNetns bind-mounts the agent's own network namespace at path.
+func pinHostNetns(path string) error {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDONLY, 0o444)
+	if err != nil {
+		return err
+	}
+	f.Close()
+	// Threads in another namespace are locked to their goroutine, so this
+	// one is in the agent's.
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	if err := unix.Mount("/proc/thread-self/ns/net", path, "none", unix.MS_BIND, ""); err != nil {
+		_ = os.Remove(path)
+		return fmt.Errorf("pin the host network namespace at %s: %w", path, err)
+	}
+	return nil
+}
+
 func (h *hostSandboxes) writeEtc(sb *Sandbox, base string) error {
 	hosts := fmt.Sprintf("127.0.0.1\tlocalhost %[1]s\n::1\tlocalhost ip6-localhost ip6-loopback %[1]s\n", sb.Group)
+	if sb.Network != nil && sb.Network.Address != "" {
+		hosts += fmt.Sprintf("%s\t%s\n", sb.Network.Address, sb.Group)
+	}
 	files := map[string][]byte{
 		"/etc/hosts":    []byte(hosts),
 		"/etc/hostname": []byte(sb.Group + "\n"),
@@ -147,6 +221,17 @@ func (h *hostSandboxes) ensureVolumes(sb *Sandbox, spec *api.GroupSpec) error {
 
 func (h *hostSandboxes) Destroy(ctx context.Context, group string) error {
 	base := h.groupRun(group)
+	if h.net != nil {
+		// Before the namespace goes: the bridge plugin deletes the veth
+		// from inside it. A failure keeps everything for the next try.
+		ns := h.netnsPath(group)
+		if isHostNetns(ns) {
+			ns = ""
+		}
+		if err := h.net.Teardown(ctx, group, ns); err != nil {
+			return fmt.Errorf("destroy sandbox %s: %w", group, err)
+		}
+	}
 	var errs []error
 	for _, kind := range []string{"net", "ipc"} {
 		if err := unpin(filepath.Join(base, "ns", kind)); err != nil {

@@ -62,6 +62,9 @@ type Config struct {
 	KillWait time.Duration
 	// State persists restart counts and backoff; nil keeps them in memory.
 	State StateStore
+	// Network attaches groups with network = "bridge" to the node network
+	// (NewCNI); nil leaves every group with loopback only.
+	Network Network
 }
 
 // Supervisor runs one runner per group and is the only thing on the node
@@ -92,6 +95,9 @@ func New(cfg Config) *Supervisor {
 	}
 	if cfg.Events == nil {
 		cfg.Events = func(api.Event) {}
+	}
+	if n, ok := cfg.Sandboxes.(networkUser); ok && cfg.Network != nil {
+		n.useNetwork(cfg.Network)
 	}
 	return &Supervisor{cfg: cfg, log: cfg.Logger, runners: map[string]*runner{},
 		existing: map[string][]ContainerInfo{}, started: make(chan struct{})}
