@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"path/filepath"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/hashicorp/raft"
 
+	"github.com/berth-project/berth/api"
 	"github.com/berth-project/berth/cluster"
 	"github.com/berth-project/berth/raftstore"
 )
@@ -56,7 +58,19 @@ type proposer interface {
 type storeProposer struct{ s *raftstore.Store }
 
 func (p storeProposer) Apply(ctx context.Context, cmd raftstore.Command) (uint64, error) {
-	return p.s.Apply(ctx, cmd)
+	for {
+		idx, err := p.s.Apply(ctx, cmd)
+		var nl *raftstore.NotLeaderError
+		if !errors.As(err, &nl) || nl.LeaderID != "" {
+			return idx, err
+		}
+		// Right after a start the one voter has not elected itself yet.
+		select {
+		case <-ctx.Done():
+			return 0, fmt.Errorf("no Raft leader yet: %w", api.ErrUnavailable)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
 }
 
 func (a *Agent) raftDir() string { return filepath.Join(a.cfg.StateDir, "raft") }
@@ -70,6 +84,8 @@ func (a *Agent) openCluster() error {
 	if !a.cfg.Cluster.Enabled() {
 		_, tr := raft.NewInmemTransport(raft.ServerAddress("embedded:" + a.cfg.NodeName))
 		rc.Voter, rc.Bootstrap = true, true
+		// One voter and no network: it may elect itself at once.
+		rc.HeartbeatTimeout, rc.ElectionTimeout, rc.LeaderLeaseTimeout = 100*time.Millisecond, 100*time.Millisecond, 100*time.Millisecond
 		st, err := raftstore.Open(rc, tr)
 		if err != nil {
 			return fmt.Errorf("cluster state: %w", err)
