@@ -50,6 +50,7 @@ type Config struct {
 	Logs       LogsConfig       `toml:"logs"`
 	Registry   RegistryConfig   `toml:"registry"`
 	Cluster    ClusterConfig    `toml:"cluster"`
+	Network    NetworkConfig    `toml:"network"`
 }
 
 // NodeConfig is what groups may ask of this node in all. Zero values
@@ -155,6 +156,7 @@ func DefaultConfig() Config {
 			Interval:   api.Duration(time.Second),
 		},
 		Cluster: DefaultClusterConfig(),
+		Network: DefaultNetworkConfig(),
 		PriorityClasses: map[string]int64{
 			"system": 1000000,
 			"high":   1000,
@@ -254,6 +256,9 @@ func (c *Config) Validate() error {
 		}
 	}
 	errs = append(errs, c.Cluster.validate()...)
+	if err := c.Network.Validate(); err != nil {
+		errs = append(errs, err)
+	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("agent config: %w: %w", err, api.ErrInvalid)
 	}
