@@ -128,10 +128,15 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	defer local.Close()
 	a.local = local
+	network, err := a.newNetwork()
+	if err != nil {
+		return err
+	}
 	a.sup = supervisor.New(supervisor.Config{
 		State:     local,
 		Runtime:   rt,
 		Sandboxes: supervisor.NewSandboxes(a.cfg.RunDir, a.cfg.StateDir),
+		Network:   network,
 		Events:    a.events.Publish,
 		Logger:    a.log,
 		LogDir:    a.logDir(),
@@ -143,6 +148,11 @@ func (a *Agent) Run(ctx context.Context) error {
 	found, err := a.sup.Recover(ctx)
 	if err != nil {
 		return fmt.Errorf("list containers in namespace %s: %w", a.cfg.Containerd.Namespace, err)
+	}
+	if released, err := a.sup.ReconcileNetwork(ctx); err != nil {
+		a.log.Error("release the network addresses of groups that are gone", "err", err)
+	} else if len(released) > 0 {
+		a.log.Info("released the network addresses of groups that are gone", "groups", released)
 	}
 
 	srv, ln, err := a.listen()
