@@ -10,10 +10,11 @@ import (
 	"github.com/berth-project/berth/api"
 )
 
-// ClusterConfig is the [cluster] section of agent.toml. Without join and
-// without bootstrap_expect above 1 the agent is a one-node cluster, its
-// own Raft leader, with no network listener at all (the embedded
-// default): cluster groups work on one machine too.
+// ClusterConfig is the [cluster] section of agent.toml. Without advertise,
+// join and bootstrap_expect the agent is a one-node cluster, its own Raft
+// leader, with no network listener at all (the embedded default): cluster
+// groups work on one machine too. A networked cluster of one (advertise
+// and bootstrap_expect = 1) bootstraps alone and lets others join it.
 type ClusterConfig struct {
 	// Advertise is this node's IP as the other agents reach it (gossip,
 	// Raft and the inter-agent API). Required in a cluster.
@@ -68,8 +69,11 @@ func DefaultClusterConfig() ClusterConfig {
 	}
 }
 
-// Enabled reports whether the agent joins or forms a multi-node cluster.
-func (c ClusterConfig) Enabled() bool { return len(c.Join) > 0 || c.BootstrapExpect > 1 }
+// Enabled reports whether the agent joins or forms a networked cluster:
+// it has an advertise address, seeds to join or servers to expect.
+func (c ClusterConfig) Enabled() bool {
+	return c.Advertise != "" || len(c.Join) > 0 || c.BootstrapExpect > 1
+}
 
 // RaftAddr, APIAddr and GossipAddr are the advertised host:ports.
 func (c ClusterConfig) RaftAddr() string {
