@@ -97,6 +97,7 @@ func (a *Agent) Apply(req api.ApplyRequest) ([]api.ApplyResult, error) {
 				Message: fmt.Sprintf("group is defined by the file %s; edit that file instead", g.Source)})
 		}
 	}
+	errs = append(errs, a.checkPortsLocked(specs, first, content)...)
 	if len(errs) > 0 {
 		return nil, fmt.Errorf("%w: %w", errs, api.ErrConflict)
 	}

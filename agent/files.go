@@ -84,6 +84,9 @@ func (a *Agent) syncFiles() error {
 			f.err = fmt.Errorf("%s: group %q has [placement], which makes it a cluster group: groups_dir holds this node's local groups; apply cluster groups with agentctl apply -f %s: %w", f.path, f.name, f.path, api.ErrInvalid)
 		}
 		if f.err == nil {
+			f.err = a.checkFilePortsLocked(f.spec, f.path)
+		}
+		if f.err == nil {
 			if other, dup := seen[f.name]; dup {
 				f.err = fmt.Errorf("%s: group %q is already defined in %s; rename one of them: %w", f.path, f.name, other, api.ErrInvalid)
 			} else if g, ok := a.groups[f.name]; ok && g.Source == SourceAPI {

@@ -79,6 +79,7 @@ func (a *Agent) Handler() http.Handler {
 	route("GET "+api.PathEvents, a.handleEvents)
 	route("GET "+api.PathNode, a.handleNode)
 	route("GET "+api.PathTop, a.handleTop)
+	route("GET "+api.PathEndpoints+"/{service}", a.handleEndpoints)
 	route("POST "+api.PathNode+"/drain", a.handleDrain)
 	route("POST "+api.PathNode+"/undrain", a.handleUndrain)
 	route("GET "+api.PathImages, a.handleImages)
