@@ -120,4 +120,3 @@ func (a *Agent) checkFilePortsLocked(spec *api.GroupSpec, path string) error {
 	}
 	return errs
 }
-
