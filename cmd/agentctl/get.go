@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -20,9 +21,13 @@ func (a *app) getCommand() *cobra.Command {
 		Long: `List groups: NAME STATE READY RESTARTS AGE, where READY is ready
 containers / containers, init containers not counted. A group in BackOff
 shows the time left until its next restart: "BackOff (3s)". -o wide adds
-GENERATION SOURCE REASON AFTER REQUEST, where REQUEST is what admission
-counts for the group ("cpu 500m, mem 256MiB"); -o json prints the full
-objects (one object when one GROUP is named, else a list).`,
+ADDRESS PORTS GENERATION SOURCE REASON AFTER REQUEST, where ADDRESS is
+the group's address on the node bridge ("host" or "none" for those network
+modes), PORTS its published ports ("8080->80/tcp") and REQUEST what
+admission counts for the group ("cpu 500m, mem 256MiB"); ADDRESS and PORTS
+are left out when no group reports its network (an agent without
+networking). -o json prints the full objects (one object when one GROUP is
+named, else a list).`,
 		ValidArgsFunction: a.completeGroups,
 		RunE: func(cmd *cobra.Command, names []string) error {
 			ctx, cancel := a.requestContext(cmd.Context())
@@ -103,9 +108,13 @@ func (a *app) printGroups(groups []api.GroupStatus, single bool) error {
 		return nil
 	}
 	wide := a.output == outputWide
+	network := wide && slices.ContainsFunc(groups, func(g api.GroupStatus) bool { return g.Network != nil })
 	now := a.now()
 	tw := newTable(a.stdout)
 	fmt.Fprint(tw, "NAME\tSTATE\tREADY\tRESTARTS\tAGE")
+	if network {
+		fmt.Fprint(tw, "\tADDRESS\tPORTS")
+	}
 	if wide {
 		fmt.Fprint(tw, "\tGENERATION\tSOURCE\tREASON\tAFTER\tREQUEST")
 	}
@@ -113,6 +122,10 @@ func (a *app) printGroups(groups []api.GroupStatus, single bool) error {
 	for _, g := range groups {
 		ready, total := readyCount(&g)
 		fmt.Fprintf(tw, "%s\t%s\t%d/%d\t%d\t%s", g.Name, groupState(&g, now), ready, total, g.Restarts, age(now, g.CreatedAt))
+		if network {
+			address, ports := networkCells(g.Network)
+			fmt.Fprintf(tw, "\t%s\t%s", address, ports)
+		}
 		if wide {
 			var after []string
 			if g.Spec != nil {
@@ -124,6 +137,25 @@ func (a *app) printGroups(groups []api.GroupStatus, single bool) error {
 		fmt.Fprintln(tw)
 	}
 	return tw.Flush()
+}
+
+// networkCells are the ADDRESS and PORTS cells: the group's address on
+// the node bridge, or its network mode when it has none ("host", "none");
+// its published ports, "8080->80/tcp,127.0.0.1:53->53/udp". "-" for what
+// the agent does not report (a group not started yet).
+func networkCells(n *api.NetworkStatus) (address, ports string) {
+	if n == nil {
+		return "-", "-"
+	}
+	address = n.Address
+	if address == "" {
+		address = string(n.Mode)
+	}
+	ps := make([]string, len(n.Ports))
+	for i, p := range n.Ports {
+		ps[i] = p.String()
+	}
+	return orDash(address), orDash(strings.Join(ps, ","))
 }
 
 // groupState is the STATE cell: the state, and for a group in BackOff

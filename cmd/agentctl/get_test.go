@@ -205,3 +205,33 @@ func TestDescribeShowsSpecErrorAndNoEvents(t *testing.T) {
 		}
 	}
 }
+
+// TestGetWideNetwork shows each group's address on the node bridge (its
+// mode when it has none) and its published ports; "-" for a group whose
+// network the agent does not report yet.
+func TestGetWideNetwork(t *testing.T) {
+	f := newFakeAgent(t)
+	f.groups[0].Network = &api.NetworkStatus{Mode: api.NetworkBridge, Address: "10.89.0.7", Ports: []api.PortMapping{
+		{HostPort: 8080, ContainerPort: 80, Protocol: api.ProtocolTCP},
+		{HostIP: "127.0.0.1", HostPort: 5353, ContainerPort: 53, Protocol: api.ProtocolUDP}}}
+	f.groups[1].Network = &api.NetworkStatus{Mode: api.NetworkHost}
+	f.groups = append(f.groups, api.GroupStatus{Name: "batch", State: api.GroupPending, CreatedAt: testNow,
+		Spec: &api.GroupSpec{Name: "batch"}})
+
+	r := f.run("", "get", "-o", "wide")
+	wantCode(t, r, exitOK)
+	want := `NAME   STATE         READY  RESTARTS  AGE  ADDRESS    PORTS                                GENERATION  SOURCE                      REASON     AFTER     REQUEST
+batch  Pending       0/0    0         0s   -          -                                    0           -                           -          -         -
+db     Running       1/1    0         2d   host       -                                    1           api                         -          -         cpu 2, mem 1GiB
+web    BackOff (3s)  1/2    4         5m   10.89.0.7  8080->80/tcp,127.0.0.1:5353->53/udp  3           /etc/berth/groups/web.toml  CrashLoop  db,cache  cpu 500m, mem 256MiB
+`
+	if r.stdout != want {
+		t.Errorf("stdout =\n%s\nwant\n%s", r.stdout, want)
+	}
+
+	// Without -o wide the table stays as it is.
+	r = f.run("", "get")
+	if strings.Contains(r.stdout, "ADDRESS") || strings.Contains(r.stdout, "10.89.0.7") {
+		t.Errorf("get without -o wide shows the network:\n%s", r.stdout)
+	}
+}
