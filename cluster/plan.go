@@ -325,7 +325,8 @@ func (p *pass) place(a *alloc, node string) {
 		return
 	}
 	a.Spec, a.GroupGeneration = &a.group.g.Spec, a.group.g.Generation
-	a.Pending = ""
+	a.Pending, a.PlacedAt = "", p.now
+	a.Status, a.Ready, a.Reason = "", false, ""
 	p.setNode(a, node)
 }
 
@@ -342,6 +343,7 @@ func (p *pass) pend(a *alloc, reason string) {
 	}
 	a.Pending = reason
 	a.Spec, a.GroupGeneration = &a.group.g.Spec, a.group.g.Generation
+	a.Status, a.Ready, a.Reason = "", false, ""
 }
 
 // unplace takes a off its node; why is logged, pending is what it waits for.

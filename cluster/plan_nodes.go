@@ -137,6 +137,14 @@ func (r *rejections) reason(req api.Resources) string {
 	if total == 0 {
 		return "no nodes in the cluster"
 	}
+	return fmt.Sprintf("no node fits (%d %s: %s)", total, plural(total, "node"), r.partsFor(req))
+}
+
+// parts lists the counted refusals, "1 draining, 2 where it failed", for
+// an allocation whose request is not the reason.
+func (r *rejections) parts() string { return r.partsFor(api.Resources{}) }
+
+func (r *rejections) partsFor(req api.Resources) string {
 	var parts []string
 	add := func(kind int, what string) {
 		if c := r.n[kind]; c > 0 {
@@ -154,11 +162,7 @@ func (r *rejections) reason(req api.Resources) string {
 	if r.n[rejectRoom] > 0 {
 		add(rejectRoom, noRoomMarker+" (asks "+formatRequest(req)+")")
 	}
-	noun := "nodes"
-	if total == 1 {
-		noun = "node"
-	}
-	return fmt.Sprintf("no node fits (%d %s: %s)", total, noun, strings.Join(parts, ", "))
+	return strings.Join(parts, ", ")
 }
 
 // formatRequest names the non-zero resources of req.

@@ -110,8 +110,13 @@ func (p *pass) pickReplica(gv *groupView, a *alloc, holders map[string]int) (str
 			return n.name, ""
 		}
 	}
-	if want := gv.replicas(0); !prefer && eligible < want && rej.n[rejectRoom] == 0 {
-		return "", fmt.Sprintf("%d replicas, %d eligible %s (spread = %q)", want, eligible, plural(eligible, "node"), api.SpreadNode)
+	if want := gv.replicas(0); !prefer && eligible > 0 && eligible < want && rej.n[rejectRoom] == 0 {
+		msg := fmt.Sprintf("%d replicas, %d eligible %s (spread = %q)", want, eligible, plural(eligible, "node"), api.SpreadNode)
+		rej.n[rejectSpread] = 0
+		if others := rej.parts(); others != "" {
+			msg += "; other nodes: " + others
+		}
+		return "", msg
 	}
 	return "", rej.reason(gv.req)
 }

@@ -25,10 +25,10 @@ import (
 //     same node, keeping its status: its agent has nothing to restart;
 //   - otherwise it is replaced in place, max_parallel at a time: same
 //     node, new spec, PlacedAt now, a new allocation generation, status
-//     cleared. The next batch starts only when no allocation of G is
-//     in flight, that is placed since the rollout started and not yet
-//     Running and Ready. Stale allocations that are not Running and Ready
-//     anyway go first: replacing them costs no capacity.
+//     cleared. The next batch starts only when no allocation of G is in
+//     flight, that is placed since the rollout started and not yet Running
+//     and Ready: batches, not a sliding window. Stale allocations that are
+//     not Running and Ready anyway go first: replacing them loses nothing.
 //
 // Allocations placed anew (new, moved, re-placed) take G's spec at once
 // and count as in flight like a batch.
@@ -106,10 +106,10 @@ func (p *pass) rollout(gv *groupView) {
 		}
 		return
 	}
-	slots := gv.pl.Parallel() - len(inflight)
-	if slots <= 0 || len(stale) == 0 {
-		return
+	if len(inflight) > 0 || len(stale) == 0 {
+		return // the batch in flight must be Running and Ready first
 	}
+	slots := gv.pl.Parallel()
 	// Not Running and Ready first: replacing those costs nothing.
 	slices.SortStableFunc(stale, func(a, b *alloc) int {
 		return cmp.Compare(healthy(a), healthy(b))
@@ -120,8 +120,8 @@ func (p *pass) rollout(gv *groupView) {
 		p.rewrite(a)
 		ids[i] = a.ID
 	}
-	p.actions = append(p.actions, fmt.Sprintf("rollout of %s generation %d: replace %s (max_parallel %d, %d in flight, %d left after)",
-		gv.name, g.Generation, strings.Join(ids, ", "), gv.pl.Parallel(), len(inflight), len(stale)-len(batch)))
+	p.actions = append(p.actions, fmt.Sprintf("rollout of %s generation %d: replace %s (max_parallel %d, %d left after)",
+		gv.name, g.Generation, strings.Join(ids, ", "), gv.pl.Parallel(), len(stale)-len(batch)))
 }
 
 // healthy is 1 for Running and Ready, else 0: the sort key of stale
@@ -146,7 +146,8 @@ func (p *pass) rewriteMeta(a *alloc) {
 func (p *pass) rewrite(a *alloc) {
 	node := a.Node
 	p.setNode(a, "")
-	a.Spec, a.GroupGeneration = &a.group.g.Spec, a.group.g.Generation
+	a.Spec, a.GroupGeneration, a.PlacedAt = &a.group.g.Spec, a.group.g.Generation, p.now
+	a.Status, a.Ready, a.Reason = "", false, ""
 	p.setNode(a, node)
 	a.placed, a.respec = false, true
 }
