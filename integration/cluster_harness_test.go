@@ -117,8 +117,16 @@ func (c *testCluster) agentConfig(i int) string {
 	if i < c.opts.Servers {
 		fmt.Fprintf(&b, "bootstrap_expect = %d\n", c.opts.BootstrapExpect)
 	}
-	if i > 0 || c.opts.N > 1 {
-		fmt.Fprintf(&b, "join = [%q]\n", net.JoinHostPort(c.IPs[0], "7946"))
+	// Every other agent is a seed, as in a real agent.toml: a restarted
+	// agent finds the cluster through any of them.
+	var seeds []string
+	for j, ip := range c.IPs {
+		if j != i {
+			seeds = append(seeds, fmt.Sprintf("%q", net.JoinHostPort(ip, "7946")))
+		}
+	}
+	if len(seeds) > 0 {
+		fmt.Fprintf(&b, "join = [%s]\n", strings.Join(seeds, ", "))
 	}
 	return b.String()
 }
