@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -176,6 +177,7 @@ func TestClusterLeaderLossKeepsAcknowledgedWrites(t *testing.T) {
 	c := startCluster(t, clusterOpts{N: 3})
 	leader := c.leader()
 	follower := c.any(leader)
+	var mu sync.Mutex
 	acked := map[int]bool{}
 	stop := make(chan struct{})
 	done := make(chan struct{})
@@ -198,10 +200,9 @@ command = ["sleep", "1000"]
 `, i)}}})
 			cancel()
 			if err == nil {
+				mu.Lock()
 				acked[i] = true
-			}
-			if i > 200 {
-				return
+				mu.Unlock()
 			}
 		}
 	}()
@@ -218,7 +219,14 @@ command = ["sleep", "1000"]
 		return info.Leader != "" && info.Leader != clusterNodeName(leader), fmt.Errorf("leader %q", info.Leader)
 	})
 	t.Logf("leader loss → new leader seen by a follower: %s", time.Since(start).Round(time.Millisecond))
-	time.Sleep(time.Second)
+	mu.Lock()
+	before := len(acked)
+	mu.Unlock()
+	waitFor(t, 20*time.Second, "writes acknowledged under the new leader", func() (bool, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(acked) >= before+20, fmt.Errorf("%d since the new leader", len(acked)-before)
+	})
 	close(stop)
 	<-done
 	if len(acked) == 0 {
