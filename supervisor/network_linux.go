@@ -457,9 +457,12 @@ func linkInNetns(path, name string) bool {
 }
 
 // isHostNetns reports whether path is the agent's own network namespace
-// (a group with network = "host" pins it).
+// (a group with network = "host" pins it). It looks at the calling
+// thread's namespace: a goroutine that did not lock its thread runs on a
+// thread in the agent's namespace (threads that join a group's are locked
+// to theirs), while /proc/self is the main thread's.
 func isHostNetns(path string) bool {
-	return sameFile(path, "/proc/self/ns/net")
+	return sameFile(path, "/proc/thread-self/ns/net")
 }
 
 // sameFile reports whether a and b are the same inode.
