@@ -31,6 +31,9 @@ const maxCommandBytes = 16 << 20
 // maxAnswerBytes bounds how much of the leader's answer is read.
 const maxAnswerBytes = 1 << 20
 
+// pushTimeout bounds one Barrier of pushCommit.
+const pushTimeout = 5 * time.Second
+
 // Retry backoff while no leader is known or reachable: a Raft election on
 // a LAN takes about one election timeout (0.5–1 s by default).
 const (
@@ -67,6 +70,14 @@ type Proposer struct {
 
 	mu      sync.Mutex
 	clients map[string]*http.Client // by leader ID; each checks the leader's name
+	pushing bool                    // a pushCommit barrier is under way
+	again   bool                    // and another one is wanted after it
+}
+
+// commitPusher is a ProposeStore that can also append a barrier; Handler
+// uses it to tell followers of a commit at once (pushCommit).
+type commitPusher interface {
+	Barrier(ctx context.Context) error
 }
 
 // NewProposer returns a Proposer over store. t is this agent's TLS
@@ -225,6 +236,13 @@ func (p *Proposer) client(id string) *http.Client {
 // 403 to anything but a node of the cluster (agentctl, plain connections),
 // and a not_leader error (421) when leadership moved meanwhile, so that the
 // follower retries with the new leader. It never forwards further.
+//
+// After a successful apply it pushes the commit to the followers when the
+// store has a Barrier (as *raftstore.Store does): raft tells followers of
+// a commit only with the next AppendEntries, which without new entries
+// comes after CommitTimeout to twice that (50–100 ms by default), and the
+// follower waits for it before its Apply returns. The barrier is such an
+// entry; one is under way at a time, however many writes arrive.
 func (p *Proposer) Handler() http.Handler { return http.HandlerFunc(p.serveApply) }
 
 // applyAnswer is the body of PathRaftApply's answers.
@@ -260,6 +278,41 @@ func (p *Proposer) serveApply(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeAnswer(w, http.StatusOK, applyAnswer{Index: idx})
+	p.pushCommit()
+}
+
+// pushCommit appends a barrier in the background so that raft sends the
+// followers the new commit index now. Calls while one runs are coalesced
+// into one more barrier after it (the running one may predate the write).
+func (p *Proposer) pushCommit() {
+	b, ok := p.store.(commitPusher)
+	if !ok {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.pushing {
+		p.again = true
+		return
+	}
+	p.pushing = true
+	go func() {
+		for {
+			ctx, cancel := context.WithTimeout(context.Background(), pushTimeout)
+			if err := b.Barrier(ctx); err != nil {
+				p.log.Debug("pushing a commit to the followers", "error", err)
+			}
+			cancel()
+			p.mu.Lock()
+			if !p.again {
+				p.pushing = false
+				p.mu.Unlock()
+				return
+			}
+			p.again = false
+			p.mu.Unlock()
+		}
+	}()
 }
 
 // writeError answers err with its class's status, and the index when the

@@ -23,6 +23,9 @@ type fakeStore struct {
 	// wait answers WaitIndex; nil returns nil at once.
 	wait    func(ctx context.Context, idx uint64) error
 	applies atomic.Int32
+	// barrier answers Barrier; nil returns nil at once.
+	barrier  func(ctx context.Context) error
+	barriers atomic.Int32
 
 	mu   sync.Mutex
 	cmds []raftstore.Command
@@ -45,6 +48,14 @@ func (f *fakeStore) WaitIndex(ctx context.Context, idx uint64) error {
 }
 
 func (f *fakeStore) Leader() (string, string) { return "", "" }
+
+func (f *fakeStore) Barrier(ctx context.Context) error {
+	f.barriers.Add(1)
+	if f.barrier == nil {
+		return nil
+	}
+	return f.barrier(ctx)
+}
 
 // notLeader is what a follower's store answers.
 func notLeader(leader string) error {
@@ -365,5 +376,60 @@ func TestForwardedErrorsKeepTheirClass(t *testing.T) {
 				t.Fatalf("%d requests, want 1: only not_leader is retried", hits.Load())
 			}
 		})
+	}
+}
+
+// TestHandlerPushesCommitsToFollowers: after a forwarded write the leader
+// appends a barrier, so that followers learn of the commit without waiting
+// for raft's CommitTimeout; writes that arrive while one is under way
+// share the next one.
+func TestHandlerPushesCommitsToFollowers(t *testing.T) {
+	ctx := tlsTestContext(t)
+	p := newTestPKI(t, "leader", "follower")
+	release := make(chan struct{})
+	leaderStore := &fakeStore{
+		apply: func(_ context.Context, call int) (uint64, error) { return uint64(call), nil },
+		barrier: func(ctx context.Context) error {
+			select {
+			case <-release:
+				return nil
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		},
+	}
+	leaderTLS := p.tls(t, "leader")
+	leader := NewProposer(leaderStore, leaderTLS, nil, tlsTestLogger())
+	mux := http.NewServeMux()
+	mux.Handle(PathRaftApply, leader.Handler())
+	dir := newAPIDirectory()
+	dir.set("leader", serveHTTPS(t, leaderTLS.Server(), mux))
+	follower := NewProposer(&fakeStore{apply: func(context.Context, int) (uint64, error) { return 0, notLeader("leader") }},
+		p.tls(t, "follower"), dir.lookup, tlsTestLogger())
+
+	if _, err := follower.Apply(ctx, putNodeCommand(t, "first")); err != nil {
+		t.Fatal(err)
+	}
+	eventuallyTLS(t, "a barrier after the forwarded write", func() bool { return leaderStore.barriers.Load() == 1 })
+	// The first barrier is still under way: these writes wait for another.
+	var wg sync.WaitGroup
+	for i := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := follower.Apply(ctx, putNodeCommand(t, fmt.Sprint("more-", i))); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	close(release)
+	eventuallyTLS(t, "the pushes to end", func() bool {
+		leader.mu.Lock()
+		defer leader.mu.Unlock()
+		return !leader.pushing
+	})
+	if n := leaderStore.barriers.Load(); n != 2 {
+		t.Fatalf("%d barriers for 5 writes, 4 of them during the first barrier; want 2", n)
 	}
 }
