@@ -165,7 +165,7 @@ func (a *Agent) reportOnce(ctx context.Context) {
 	var updates []raftstore.AllocationStatus
 	for _, al := range a.cl.store.NodeAllocations(a.cfg.NodeName) {
 		st, ok := a.status(al.ID, false)
-		if !ok {
+		if !ok || st.State == "" {
 			continue
 		}
 		a.mu.Lock()

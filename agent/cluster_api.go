@@ -20,6 +20,7 @@ func (a *Agent) clusterRoutes(route func(pattern string, h http.HandlerFunc)) {
 	route("POST "+api.PathClusterGroups+"/{name}/scale", a.handleScale)
 	route("GET "+api.PathClusterMembers, a.handleMembers)
 	route("GET "+api.PathClusterRaft, a.handleRaft)
+	route("POST "+api.PathClusterRaft+"/snapshot", a.handleSnapshot)
 	route("POST "+api.PathClusterNodes+"/{name}/drain", a.handleNodeDrain(true))
 	route("POST "+api.PathClusterNodes+"/{name}/undrain", a.handleNodeDrain(false))
 }
@@ -278,4 +279,14 @@ func sortedKeys[V any](m map[string]V) []string {
 	}
 	slices.Sort(keys)
 	return keys
+}
+
+// handleSnapshot takes a Raft snapshot of this member now (and compacts
+// its log); raft also takes them by itself.
+func (a *Agent) handleSnapshot(w http.ResponseWriter, r *http.Request) {
+	if err := a.cl.store.Snapshot(); err != nil {
+		writeError(w, err)
+		return
+	}
+	a.handleRaft(w, r)
 }

@@ -64,3 +64,12 @@ func (c *Client) DrainNode(ctx context.Context, node string, drain bool) (*Membe
 	}
 	return &out, nil
 }
+
+// RaftSnapshot makes the agent take a Raft snapshot now.
+func (c *Client) RaftSnapshot(ctx context.Context) (*RaftInfo, error) {
+	var out RaftInfo
+	if err := c.call(ctx, http.MethodPost, PathClusterRaft+"/snapshot", nil, nil, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}

@@ -10,6 +10,7 @@ import "time"
 //	POST /v1/cluster/groups/{name}/scale      ScaleRequest → ClusterGroup
 //	GET  /v1/cluster/members                  []Member
 //	GET  /v1/cluster/raft                     RaftInfo
+//	POST /v1/cluster/raft/snapshot            take a snapshot now; RaftInfo
 //	POST /v1/cluster/nodes/{name}/drain       move a node's allocations away; Member
 //	POST /v1/cluster/nodes/{name}/undrain     let the scheduler use the node again; Member
 //

@@ -325,3 +325,85 @@ func pkiClient(dir, name string) (*tls.Config, error) {
 	}
 	return pki.ClientConfig(caPEM, certPEM, keyPEM, "")
 }
+
+// TestClusterStateSurvivesSnapshotAndRestart: a snapshot compacts the
+// log; after an agent restart the state is restored from it (and the log
+// after it) and the allocations keep running untouched.
+func TestClusterStateSurvivesSnapshotAndRestart(t *testing.T) {
+	a := startAgent(t, agentOpts{NodeName: "snap"})
+	applyTOML(t, a, "hello.toml", helloGroup("hello", 1, "prefer"))
+	waitClusterGroup(t, a, "hello", 60*time.Second, "1 replica ready", allReady(1))
+	before := pids(waitGroup(t, a, "hello.0", 30*time.Second, "running", allRunning))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	info, err := a.api().RaftSnapshot(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.LastSnapshotIndex == 0 {
+		t.Fatalf("no snapshot index after a snapshot: %+v", info)
+	}
+	// One more write after the snapshot, replayed from the log.
+	if _, err := a.api().Scale(ctx, "hello", api.ScaleRequest{Replicas: 2}); err != nil {
+		t.Fatal(err)
+	}
+	waitClusterGroup(t, a, "hello", 60*time.Second, "2 replicas ready", allReady(2))
+	a.Restart()
+	g := waitClusterGroup(t, a, "hello", 60*time.Second, "2 replicas ready after restart", allReady(2))
+	if g.Replicas != 2 {
+		t.Errorf("replicas after restart = %d, want 2 (the write after the snapshot)", g.Replicas)
+	}
+	info, err = a.api().Raft(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.LastSnapshotIndex == 0 {
+		t.Errorf("restarted member has no snapshot: %+v", info)
+	}
+	after := pids(waitGroup(t, a, "hello.0", 30*time.Second, "running", allRunning))
+	for c, p := range before {
+		if after[c] != p {
+			t.Errorf("hello.0/%s restarted across the agent restart: pid %d → %d", c, p, after[c])
+		}
+	}
+}
+
+// TestClusterIgnoresGossipWithoutTheKey: an agent with another gossip key
+// (same certificates) never becomes a member.
+func TestClusterIgnoresGossipWithoutTheKey(t *testing.T) {
+	c := startCluster(t, clusterOpts{N: 1, BootstrapExpect: 1})
+	cfg := c.agentConfig(0)
+	wrongKey := strings.Replace(cfg, c.Key, "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=", 1)
+	wrongKey = strings.ReplaceAll(wrongKey, c.IPs[0], "127.0.0.29")
+	wrongKey = strings.Replace(wrongKey, "bootstrap_expect = 1", "bootstrap_expect = 0", 1)
+	wrongKey += fmt.Sprintf("join = [%q]\n", net.JoinHostPort(c.IPs[0], "7946"))
+	// It has a certificate of the cluster: only the gossip key is wrong.
+	ca, err := pki.LoadCA(c.TLSDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certPEM, keyPEM, err := ca.Issue(pki.NodeCert{Name: "n1x", IPs: []net.IP{net.ParseIP("127.0.0.29")}, Client: true, Server: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := pki.WriteNode(c.TLSDir, "n1x", certPEM, keyPEM, false); err != nil {
+		t.Fatal(err)
+	}
+	intruder := startAgent(t, agentOpts{NodeName: "n1x", Namespace: env.newNamespace(t), Config: wrongKey})
+	_ = intruder
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		ms, err := c.Agents[0].api().Members(ctx)
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range ms {
+			if m.Name == "n1x" {
+				t.Fatalf("an agent with another gossip key became a member: %+v", m)
+			}
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+}
