@@ -81,7 +81,7 @@ web   BackOff (3s)  1/2    4         5m   3           /etc/berth/groups/web.toml
 		t.Errorf("stdout =\n%s\nwant\n%s", r.stdout, want)
 	}
 	got := strings.Join(f.requestLog(), "; ")
-	if got != "GET /v1/groups; GET /v1/groups/db; GET /v1/groups/web" {
+	if got != "GET /v1/groups; GET /v1/groups/db; GET /v1/groups/web; GET /v1/cluster/groups" {
 		t.Errorf("requests = %s", got)
 	}
 }

@@ -61,6 +61,16 @@ named, else a list).`,
 			if perr := a.printGroups(groups, len(names) == 1); perr != nil {
 				return perr
 			}
+			if len(names) == 0 && a.output != outputJSON {
+				// Cluster groups follow, with their allocations per node.
+				cgs, cerr := c.ClusterGroups(ctx)
+				if cerr == nil && len(cgs) > 0 {
+					fmt.Fprintln(a.stdout)
+					if perr := printClusterGroups(a.stdout, cgs, a.output == outputWide); perr != nil {
+						return perr
+					}
+				}
+			}
 			return err
 		},
 	}

@@ -62,7 +62,7 @@ func TestSocketDefaultsToEnvironment(t *testing.T) {
 	t.Setenv(envSocket, f.sock)
 	r := runAgentctl(context.Background(), nil, "", "get")
 	wantCode(t, r, exitOK)
-	if len(f.requestLog()) != 1 {
+	if len(f.requestLog()) != 2 { // local groups, then cluster groups
 		t.Errorf("agent at $%s saw %v", envSocket, f.requestLog())
 	}
 }

@@ -27,7 +27,9 @@ func main() {
 	flag.IntVar(&fpGroups, "footprint-groups", 100, "running groups for the RSS and idle CPU measurement (0 skips the footprint)")
 	flag.IntVar(&fpScale, "scale-groups", 200, "running groups for the apply-latency-under-load measurement")
 	flag.DurationVar(&fpIdle, "idle", 60*time.Second, "window of the idle CPU measurement")
+	flag.IntVar(&clusterTrials, "cluster-trials", 10, "trials of the node-loss and leader-loss measurements (0 skips the cluster benchmarks)")
 	flag.Parse()
+	ambassadorFirst() // needs neither root nor containerd; alone with -ambassador-only
 	if err := run(*rounds, *graceRounds, *keep); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
@@ -35,15 +37,16 @@ func main() {
 }
 
 type bench struct {
-	dir     string
-	ctrd    *containerdproc.Process
-	client  *containerd.Client
-	agentd  string
-	agent   *exec.Cmd
-	socket  string
-	api     *api.Client
-	busybox string
-	testapp string
+	dir      string
+	ctrdAddr string
+	ctrd     *containerdproc.Process
+	client   *containerd.Client
+	agentd   string
+	agent    *exec.Cmd
+	socket   string
+	api      *api.Client
+	busybox  string
+	testapp  string
 }
 
 func run(rounds, graceRounds int, keep bool) (retErr error) {
@@ -102,6 +105,13 @@ func run(rounds, graceRounds int, keep bool) (retErr error) {
 		graceRounds, ms(pct(grace, 50)), ms(pct(grace, 100)))
 	printFailover(failover)
 	printPreemption(preempt)
+	if clusterTrials > 0 {
+		cr, err := b.measureCluster(ctx, clusterTrials)
+		if err != nil {
+			return fmt.Errorf("cluster: %w", err)
+		}
+		cr.print()
+	}
 	if fpGroups > 0 {
 		fp, err := b.measureFootprint(ctx, fpGroups, max(fpScale, fpGroups), 10, fpIdle)
 		if err != nil {
@@ -109,8 +119,14 @@ func run(rounds, graceRounds int, keep bool) (retErr error) {
 		}
 		fp.print()
 	}
+	if err := b.benchNetwork(ctx, rounds); err != nil {
+		return fmt.Errorf("network: %w", err)
+	}
 	return nil
 }
+
+// clusterTrials is -cluster-trials.
+var clusterTrials int
 
 // Footprint options (flags).
 var (
@@ -153,6 +169,7 @@ func (b *bench) setup(ctx context.Context) error {
 	if err := build.Run(); err != nil {
 		return fmt.Errorf("build agentd: %w", err)
 	}
+	b.ctrdAddr = cfg.Address
 	if err := b.startAgent(ctx, cfg.Address); err != nil {
 		return err
 	}

@@ -1,0 +1,454 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/containerd/containerd"
+	"github.com/containerd/containerd/namespaces"
+
+	"github.com/berth-project/berth/api"
+	"github.com/berth-project/berth/cluster"
+	"github.com/berth-project/berth/cluster/pki"
+	"github.com/berth-project/berth/raftstore"
+)
+
+// The cluster benchmarks of issue 6: node loss → replica Ready elsewhere,
+// Raft leader loss → new leader (real agentd processes on 127.0.0.4x
+// sharing the bench's containerd, one namespace each), Raft apply
+// throughput (three raftstore members on the TLS transport, in process),
+// and the shard simulation (moves and load for N = 3..10).
+
+type benchNode struct {
+	name, ip, ns, dir string
+	cmd              *exec.Cmd
+	api              *api.Client
+}
+
+type benchCluster struct {
+	b     *bench
+	nodes []*benchNode
+	tls   string
+}
+
+func (b *bench) startBenchCluster(ctx context.Context, n int) (*benchCluster, error) {
+	c := &benchCluster{b: b, tls: filepath.Join(b.dir, "cluster-tls")}
+	key, err := cluster.GenerateKey()
+	if err != nil {
+		return nil, err
+	}
+	ca, err := pki.NewCA("bench CA", 24*time.Hour)
+	if err != nil {
+		return nil, err
+	}
+	if err := pki.WriteCA(c.tls, ca, false); err != nil {
+		return nil, err
+	}
+	for i := range n {
+		nd := &benchNode{name: fmt.Sprintf("c%d", i+1), ip: fmt.Sprintf("127.0.0.%d", 41+i), ns: fmt.Sprintf("berth-bench-c%d", i+1)}
+		nd.dir = filepath.Join(b.dir, nd.name)
+		cert, k, err := ca.Issue(pki.NodeCert{Name: nd.name, IPs: []net.IP{net.ParseIP(nd.ip)}, Client: true, Server: true})
+		if err != nil {
+			return nil, err
+		}
+		if err := pki.WriteNode(c.tls, nd.name, cert, k, false); err != nil {
+			return nil, err
+		}
+		for _, img := range []string{b.busybox, b.testapp} {
+			if err := importDirect(ctx, b.client, nd.ns, img); err != nil {
+				return nil, err
+			}
+		}
+		c.nodes = append(c.nodes, nd)
+	}
+	for i, nd := range c.nodes {
+		var seeds []string
+		for j, o := range c.nodes {
+			if j != i {
+				seeds = append(seeds, fmt.Sprintf("%q", o.ip+":7946"))
+			}
+		}
+		conf := fmt.Sprintf("[network]\nbridge = \"bbc%d\"\nsubnet = \"10.%d.0.0/24\"\n[cluster]\nadvertise = %q\nbind_addr = %q\nencrypt_key = %q\ntls_dir = %q\nserver = true\nbootstrap_expect = %d\njoin = [%s]\n",
+			i+1, 230+i, nd.ip, nd.ip, key, c.tls, n, strings.Join(seeds, ", "))
+		if err := os.MkdirAll(nd.dir, 0o750); err != nil {
+			return nil, err
+		}
+		if err := os.WriteFile(filepath.Join(nd.dir, "agent.toml"), []byte(conf), 0o644); err != nil {
+			return nil, err
+		}
+		if err := c.start(ctx, nd); err != nil {
+			return nil, err
+		}
+	}
+	return c, c.converged(ctx, 60*time.Second)
+}
+
+func (c *benchCluster) start(ctx context.Context, nd *benchNode) error {
+	logf, err := os.OpenFile(filepath.Join(nd.dir, "agentd.log"), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+	if err != nil {
+		return err
+	}
+	defer logf.Close()
+	sock := filepath.Join(nd.dir, "agent.sock")
+	nd.cmd = exec.Command(c.b.agentd, "--config", filepath.Join(nd.dir, "agent.toml"), "--node-name", nd.name,
+		"--state-dir", filepath.Join(nd.dir, "state"), "--run-dir", filepath.Join(nd.dir, "run"),
+		"--groups-dir", filepath.Join(nd.dir, "groups"), "--socket", sock,
+		"--containerd-address", c.b.ctrdAddr, "--namespace", nd.ns, "--managed-containerd", "never", "--log-level", "warn")
+	nd.cmd.Stdout, nd.cmd.Stderr = logf, logf
+	if err := nd.cmd.Start(); err != nil {
+		return err
+	}
+	nd.api = api.NewClient(sock)
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		if _, err := nd.api.Version(ctx); err == nil {
+			return nil
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return fmt.Errorf("agentd %s did not answer within 20s (log in %s)", nd.name, nd.dir)
+}
+
+// kill is a node loss: SIGKILL to agentd and to its containers.
+func (c *benchCluster) kill(ctx context.Context, nd *benchNode) {
+	_ = nd.cmd.Process.Signal(syscall.SIGKILL)
+	_ = nd.cmd.Wait()
+	nd.cmd = nil
+	nctx := namespaces.WithNamespace(ctx, nd.ns)
+	cs, _ := c.b.client.Containers(nctx)
+	for _, ctr := range cs {
+		if task, err := ctr.Task(nctx, nil); err == nil {
+			_ = task.Kill(nctx, 9, containerd.WithKillAll)
+		}
+	}
+}
+
+func (c *benchCluster) live() []*benchNode {
+	var out []*benchNode
+	for _, nd := range c.nodes {
+		if nd.cmd != nil {
+			out = append(out, nd)
+		}
+	}
+	return out
+}
+
+// converged waits until every live agent sees one leader and all live
+// members alive.
+func (c *benchCluster) converged(ctx context.Context, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	var last error
+	for time.Now().Before(deadline) {
+		last = c.checkConverged(ctx)
+		if last == nil {
+			return nil
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return fmt.Errorf("cluster did not converge in %s: %v", timeout, last)
+}
+
+func (c *benchCluster) checkConverged(ctx context.Context) error {
+	live := c.live()
+	leader := ""
+	for _, nd := range live {
+		info, err := nd.api.Raft(ctx)
+		if err != nil {
+			return err
+		}
+		if info.Leader == "" || (leader != "" && info.Leader != leader) {
+			return fmt.Errorf("%s sees leader %q", nd.name, info.Leader)
+		}
+		leader = info.Leader
+		ms, err := nd.api.Members(ctx)
+		if err != nil {
+			return err
+		}
+		alive := 0
+		for _, m := range ms {
+			for _, o := range live {
+				if m.Name == o.name && m.Status == "alive" {
+					alive++
+				}
+			}
+		}
+		if alive != len(live) {
+			return fmt.Errorf("%s sees %d of %d alive", nd.name, alive, len(live))
+		}
+	}
+	return nil
+}
+
+func (c *benchCluster) node(name string) *benchNode {
+	for _, nd := range c.nodes {
+		if nd.name == name {
+			return nd
+		}
+	}
+	return nil
+}
+
+func (c *benchCluster) stop() {
+	for _, nd := range c.nodes {
+		if nd.cmd != nil {
+			_ = nd.cmd.Process.Signal(syscall.SIGTERM)
+			_ = nd.cmd.Wait()
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		_ = cleanDirect(namespaces.WithNamespace(ctx, nd.ns), c.b.client)
+		cancel()
+		removeCgroups(nd.ns)
+		_ = os.RemoveAll(filepath.Join("/run/containerd/runc", nd.ns))
+		_ = exec.Command("ip", "link", "del", "bbc"+strings.TrimPrefix(nd.name, "c")).Run()
+	}
+}
+
+type clusterResult struct {
+	nodeLoss, leaderLoss []time.Duration
+	nodeLossLeader       int
+	throughput           map[int]float64
+	shards               []cluster.ShardResult
+}
+
+// measureCluster runs the cluster benchmarks.
+func (b *bench) measureCluster(ctx context.Context, trials int) (*clusterResult, error) {
+	res := &clusterResult{throughput: map[int]float64{}}
+	for n := 3; n <= 10; n++ {
+		for _, sr := range [][2]int{{16, 2}, {256, 2}} {
+			r, err := cluster.ShardMoves(sr[0], sr[1], n)
+			if err != nil {
+				return nil, err
+			}
+			res.shards = append(res.shards, r)
+		}
+	}
+	for _, writers := range []int{1, 64} {
+		ops, err := raftThroughput(b.dir, writers)
+		if err != nil {
+			return nil, fmt.Errorf("raft throughput: %w", err)
+		}
+		res.throughput[writers] = ops
+	}
+	c, err := b.startBenchCluster(ctx, 3)
+	if c != nil {
+		defer c.stop()
+	}
+	if err != nil {
+		return nil, err
+	}
+	group := `name = "bench-hello"
+grace_period = "1s"
+[placement]
+replicas = 1
+[[container]]
+name = "app"
+image = "berth.local/testapp:latest"
+args = ["serve", "--listen", ":8080"]
+readiness = { http = { path = "/ready", port = 8080 }, period = "200ms", timeout = "150ms" }
+`
+	if _, err := c.nodes[0].api.Apply(ctx, api.ApplyRequest{Files: []api.ApplyFile{{Name: "hello.toml", Content: group}}}); err != nil {
+		return nil, err
+	}
+	for range trials {
+		obs := c.live()[0]
+		where, err := readyOn(ctx, obs.api, "bench-hello", "", 60*time.Second)
+		if err != nil {
+			return nil, err
+		}
+		victim := c.node(where)
+		info, _ := obs.api.Raft(ctx)
+		if info != nil && info.Leader == where {
+			res.nodeLossLeader++
+		}
+		var watcher *benchNode
+		for _, nd := range c.live() {
+			if nd != victim {
+				watcher = nd
+			}
+		}
+		t0 := time.Now()
+		c.kill(ctx, victim)
+		if _, err := readyOn(ctx, watcher.api, "bench-hello", where, 30*time.Second); err != nil {
+			return nil, err
+		}
+		res.nodeLoss = append(res.nodeLoss, time.Since(t0))
+		if err := c.start(ctx, victim); err != nil {
+			return nil, err
+		}
+		if err := c.converged(ctx, 60*time.Second); err != nil {
+			return nil, err
+		}
+	}
+	for range trials {
+		info, err := c.live()[0].api.Raft(ctx)
+		if err != nil {
+			return nil, err
+		}
+		old := c.node(info.Leader)
+		var watcher *benchNode
+		for _, nd := range c.live() {
+			if nd != old {
+				watcher = nd
+			}
+		}
+		t0 := time.Now()
+		_ = old.cmd.Process.Signal(syscall.SIGKILL)
+		_ = old.cmd.Wait()
+		old.cmd = nil
+		for {
+			if time.Since(t0) > 30*time.Second {
+				return nil, fmt.Errorf("no new leader within 30s")
+			}
+			if info, err := watcher.api.Raft(ctx); err == nil && info.Leader != "" && info.Leader != old.name && info.State != "" {
+				break
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		res.leaderLoss = append(res.leaderLoss, time.Since(t0))
+		if err := c.start(ctx, old); err != nil {
+			return nil, err
+		}
+		if err := c.converged(ctx, 60*time.Second); err != nil {
+			return nil, err
+		}
+	}
+	return res, nil
+}
+
+// readyOn waits until the group's allocation is Ready on a node other
+// than not, and returns that node.
+func readyOn(ctx context.Context, c *api.Client, group, not string, timeout time.Duration) (string, error) {
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		g, err := c.ClusterGroup(ctx, group)
+		if err == nil {
+			for _, al := range g.Allocations {
+				if al.Ready && al.Node != "" && al.Node != not && al.GroupGeneration == g.Generation {
+					return al.Node, nil
+				}
+			}
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return "", fmt.Errorf("%s: no ready allocation off %q within %s", group, not, timeout)
+}
+
+// raftThroughput measures Raft applies per second on the leader of three
+// in-process raftstore members talking over the TLS transport on loopback.
+func raftThroughput(dir string, writers int) (float64, error) {
+	tlsDir := filepath.Join(dir, fmt.Sprintf("raft-tls-%d", writers))
+	ca, err := pki.NewCA("bench raft CA", time.Hour)
+	if err != nil {
+		return 0, err
+	}
+	var stores []*raftstore.Store
+	defer func() {
+		for _, s := range stores {
+			_ = s.Close()
+		}
+	}()
+	for i := range 3 {
+		name := fmt.Sprintf("r%d", i+1)
+		ip := fmt.Sprintf("127.0.0.%d", 51+i)
+		cert, k, err := ca.Issue(pki.NodeCert{Name: name, IPs: []net.IP{net.ParseIP(ip)}, Client: true, Server: true})
+		if err != nil {
+			return 0, err
+		}
+		if err := pki.WriteCA(tlsDir, ca, true); err != nil {
+			return 0, err
+		}
+		if err := pki.WriteNode(tlsDir, name, cert, k, true); err != nil {
+			return 0, err
+		}
+		t, err := cluster.LoadTLS(tlsDir, name)
+		if err != nil {
+			return 0, err
+		}
+		tr, err := cluster.NewRaftTransport(ip+":0", "", t, 0, 0, nil)
+		if err != nil {
+			return 0, err
+		}
+		cfg := raftstore.DefaultConfig()
+		cfg.NodeID, cfg.DataDir, cfg.Voter, cfg.Bootstrap = name, filepath.Join(tlsDir, name), true, i == 0
+		s, err := raftstore.Open(cfg, tr)
+		if err != nil {
+			return 0, err
+		}
+		stores = append(stores, s)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	leader := stores[0]
+	for !leader.IsLeader() {
+		time.Sleep(10 * time.Millisecond)
+	}
+	for _, s := range stores[1:] {
+		if err := leader.AddVoter(ctx, s.ID(), s.Addr()); err != nil {
+			return 0, err
+		}
+	}
+	total := 2000
+	if writers > 1 {
+		total = 20000
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, writers)
+	t0 := time.Now()
+	for w := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := w; i < total; i += writers {
+				cmd, err := raftstore.NewCommand(raftstore.CmdPutNode, raftstore.NodeInfo{Name: fmt.Sprintf("n%d", i%100), Status: raftstore.NodeAlive})
+				if err == nil {
+					_, err = leader.Apply(ctx, cmd)
+				}
+				if err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	if err := <-errs; err != nil {
+		return 0, err
+	}
+	return float64(total) / time.Since(t0).Seconds(), nil
+}
+
+func (r *clusterResult) print() {
+	fmt.Printf("\nCluster (3 agentd processes on 127.0.0.41-43, one containerd)\n")
+	fmt.Printf("  node loss → replica Ready elsewhere (%d trials, %d of them the leader's node): p50 %s, max %s   (target ≤ 5s)\n",
+		len(r.nodeLoss), r.nodeLossLeader, sec(pct(r.nodeLoss, 50)), sec(pct(r.nodeLoss, 100)))
+	fmt.Printf("  Raft leader loss → new leader seen by a follower (%d trials): p50 %s, max %s   (target ≤ 1s)\n",
+		len(r.leaderLoss), sec(pct(r.leaderLoss, 50)), sec(pct(r.leaderLoss, 100)))
+	keys := make([]int, 0, len(r.throughput))
+	for k := range r.throughput {
+		keys = append(keys, k)
+	}
+	sort.Ints(keys)
+	for _, k := range keys {
+		fmt.Printf("  Raft apply throughput, 3 members over TLS, %2d writer(s): %.0f applies/s\n", k, r.throughput[k])
+	}
+	fmt.Printf("\nShard placement (rendezvous under a load bound; real Schedule + FSM)\n")
+	fmt.Printf("  %6s %3s %3s  %12s %12s %12s  %10s\n", "S×R", "N", "", "join moves", "leave moves", "fail moves", "max/mean")
+	for _, s := range r.shards {
+		fmt.Printf("  %3d×%-2d %3d      %5d/%-5.1f %5d/%-5.1f %5d/%-5.1f  %5.2f  (ratios %.2f %.2f %.2f)\n",
+			s.Shards, s.Replicas, s.Nodes, s.Join.Moves, s.Join.Optimum, s.Leave.Moves, s.Leave.Optimum,
+			s.Fail.Moves, s.Fail.Optimum, s.Join.LoadRatio(), s.Join.MoveRatio(), s.Leave.MoveRatio(), s.Fail.MoveRatio())
+	}
+	fmt.Printf("  targets: moves/optimum ≤ 1.05, max/mean ≤ 1.10\n")
+}
+
+func sec(d time.Duration) string { return fmt.Sprintf("%.2fs", d.Seconds()) }
