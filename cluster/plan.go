@@ -134,13 +134,26 @@ func AllocationID(group string, shard, replica int, sharded bool) string {
 func Schedule(st raftstore.State, now time.Time, opts Options) Decision {
 	p := newPass(st, now, opts.withDefaults())
 	p.validate()
-	for _, gv := range p.order {
-		if gv.sharded {
-			p.placeSharded(gv)
-		} else {
-			p.placeReplicated(gv)
+	// Groups are placed one after the other, so a later group can free
+	// room (moving off a dead node, spreading out, shedding) that an
+	// earlier one could have used: for an allocation still waiting, or a
+	// shard still above its load bound. Another sweep gives them that
+	// chance in this pass rather than the next; a sweep that changes
+	// nothing ends it.
+	for sweep := 0; sweep < 3; sweep++ {
+		changes := p.changes
+		for _, gv := range p.order {
+			if gv.sharded {
+				p.placeSharded(gv)
+			} else {
+				p.placeReplicated(gv)
+			}
+		}
+		if p.changes == changes {
+			break
 		}
 	}
+	p.explainPending()
 	for _, gv := range p.byName {
 		p.rollout(gv)
 	}
@@ -213,8 +226,9 @@ type pass struct {
 	byName  []*groupView // sorted by name
 	order   []*groupView // placement order: priority desc, then name
 	allocs  map[string]*alloc
-	deletes map[string]string // id → why
-	dropped map[string]bool   // groups that lost allocations in this pass
+	deletes map[string]string       // id → why
+	placers map[string]*shardPlacer // sharded groups' placement state
+	changes int                     // node assignments made, to detect a quiet sweep
 
 	actions  []string // preemption and rollout lines, in decision order
 	rollouts []raftstore.SetRollout
@@ -229,7 +243,7 @@ func newPass(st raftstore.State, now time.Time, opts Options) *pass {
 		groups:  map[string]*groupView{},
 		allocs:  map[string]*alloc{},
 		deletes: map[string]string{},
-		dropped: map[string]bool{},
+		placers: map[string]*shardPlacer{},
 	}
 	for _, name := range slices.Sorted(maps.Keys(st.Nodes)) {
 		p.addNode(name, st.Nodes[name], true)
@@ -300,6 +314,7 @@ func (p *pass) request(a *alloc) api.Resources {
 
 // setNode moves a's accounting from its node to node ("" = unplaced).
 func (p *pass) setNode(a *alloc, node string) {
+	p.changes++
 	if a.Node != "" {
 		p.nodes[a.Node].remove(a)
 	}
@@ -312,10 +327,12 @@ func (p *pass) setNode(a *alloc, node string) {
 }
 
 // place puts a on node with its group's current spec. Placed back on the
-// node it came from (a load-bound shed that found nothing better), it is
-// the state's allocation again, unchanged, unless it is a retry.
+// node it came from (a shed that found nothing better, a move undone in a
+// later round), it is the state's allocation again, unchanged; unless that
+// is the node it failed on: then it is a retry, a new generation there.
 func (p *pass) place(a *alloc, node string) {
 	p.setNode(a, "")
+	a.retry = node != "" && node == a.avoid
 	if o := a.orig; o != nil && o.Node == node && !a.retry {
 		shard, replica := a.Shard, a.Replica
 		a.Allocation = *o
@@ -330,20 +347,50 @@ func (p *pass) place(a *alloc, node string) {
 	p.setNode(a, node)
 }
 
-// pend leaves a unplaced, waiting for reason, at its group's generation
-// (nothing runs it, so nothing needs rolling).
-func (p *pass) pend(a *alloc, reason string) {
+// pend leaves a unplaced, at its group's generation (nothing runs it, so
+// nothing needs rolling). Its Pending reason is written at the end of the
+// placement phase (explainPending), on the final placement, so that the
+// next pass, seeing the same placement, gives the same reason.
+func (p *pass) pend(a *alloc) {
 	if a.Node != "" {
 		p.setNode(a, "")
 	}
-	if a.preempted && a.Pending != "" {
-		reason = a.Pending // "preempted by …" says more than "no room"
-	} else if o := a.orig; o != nil && o.Node == "" && strings.HasPrefix(o.Pending, preemptedPrefix) && strings.Contains(reason, noRoomMarker) {
-		reason = o.Pending // still waiting for the room a preemption took
-	}
-	a.Pending = reason
 	a.Spec, a.GroupGeneration = &a.group.g.Spec, a.group.g.Generation
 	a.Status, a.Ready, a.Reason = "", false, ""
+}
+
+// explainPending writes the Pending reason of every unplaced allocation.
+// A preempted allocation says so until it is placed again: "preempted by
+// <group> (priority P); <why it is still waiting>".
+func (p *pass) explainPending() {
+	for _, gv := range p.byName {
+		var holders map[string]int
+		for _, a := range gv.allocs {
+			if a.Node != "" {
+				continue
+			}
+			var reason string
+			if gv.sharded {
+				reason = p.placers[gv.name].explain(a)
+			} else {
+				if holders == nil {
+					holders = p.holders(gv)
+				}
+				reason = p.explainReplica(gv, a, holders)
+			}
+			var preempted string
+			switch {
+			case a.preempted:
+				preempted = a.Pending
+			case a.orig != nil && a.orig.Node == "" && strings.HasPrefix(a.orig.Pending, preemptedPrefix):
+				preempted, _, _ = strings.Cut(a.orig.Pending, "; ")
+			}
+			if preempted != "" {
+				reason = preempted + "; " + reason
+			}
+			a.Pending = reason
+		}
+	}
 }
 
 // unplace takes a off its node; why is logged, pending is what it waits for.
@@ -415,7 +462,6 @@ func (p *pass) drop(a *alloc, why string) {
 	}
 	delete(p.allocs, a.ID)
 	p.deletes[a.ID] = why
-	p.dropped[a.Group] = true
 }
 
 // wanted reports whether id is one of gv's allocations, and which.

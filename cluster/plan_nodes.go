@@ -101,7 +101,6 @@ const (
 	rejectConstraint // fails a constraint
 	rejectSpread     // holds another copy (spread = "node", or the same shard)
 	rejectBound      // at the sharded group's load bound
-	rejectAvoid      // the allocation failed there
 	rejectRoom       // too little free capacity
 	rejectKinds
 )
@@ -158,7 +157,6 @@ func (r *rejections) partsFor(req api.Resources) string {
 	}
 	add(rejectSpread, "already running a copy")
 	add(rejectBound, "at the load bound")
-	add(rejectAvoid, "where it failed")
 	if r.n[rejectRoom] > 0 {
 		add(rejectRoom, noRoomMarker+" (asks "+formatRequest(req)+")")
 	}

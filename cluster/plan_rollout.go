@@ -46,8 +46,10 @@ import (
 //	     └── a revert, or no previous spec ─────────► failed (the reason
 //	              names the allocation; stale allocations stay as they are)
 //
-// Verdicts are only given on a group the pass did not otherwise change,
-// so that they are judged on the state as written.
+// Verdicts are judged on the allocations as this pass leaves them. The
+// verdict commands come after the pass's Plan, and Run stops at the first
+// command that fails, so a verdict is never recorded without the Plan it
+// was judged on.
 
 // rollout is phase 3 for one group.
 func (p *pass) rollout(gv *groupView) {
@@ -75,11 +77,7 @@ func (p *pass) rollout(gv *groupView) {
 	var inflight []*alloc
 	var late *alloc
 	deadline := time.Duration(gv.pl.Deadline())
-	touched := p.dropped[gv.name]
 	for _, a := range gv.allocs {
-		if a.placed || a.meta || a.orig == nil {
-			touched = true
-		}
 		if a.Node == "" || a.GroupGeneration != g.Generation || (a.Status == api.GroupRunning && a.Ready) {
 			continue
 		}
@@ -101,9 +99,7 @@ func (p *pass) rollout(gv *groupView) {
 		return
 	}
 	if len(stale) == 0 && len(inflight) == 0 {
-		if !touched {
-			p.rolloutDone(gv, r)
-		}
+		p.rolloutDone(gv, r)
 		return
 	}
 	if len(inflight) > 0 || len(stale) == 0 {
@@ -193,6 +189,22 @@ func (p *pass) rolloutDone(gv *groupView, r raftstore.Rollout) {
 		done.State = raftstore.RolloutReverted
 		done.Reason = "back on the spec before the failed update"
 		line = fmt.Sprintf("rollout of %s generation %d complete: reverted to the spec before the failed update", gv.name, g.Generation)
+	}
+	unplaced := 0
+	for _, a := range gv.allocs {
+		if a.Node == "" {
+			unplaced++
+		}
+	}
+	if unplaced > 0 {
+		// Nothing to wait for: what runs, runs the new spec. The unplaced
+		// ones carry their own Pending reason.
+		note := fmt.Sprintf("%d of %d allocations unplaced", unplaced, len(gv.allocs))
+		if done.Reason != "" {
+			done.Reason += "; "
+		}
+		done.Reason += note
+		line += " (" + note + ")"
 	}
 	p.rollouts = append(p.rollouts, raftstore.SetRollout{Group: g.Name, Rollout: done})
 	p.actions = append(p.actions, line)

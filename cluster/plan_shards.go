@@ -5,6 +5,8 @@ import (
 	"math"
 	"slices"
 	"strconv"
+
+	"github.com/berth-project/berth/api"
 )
 
 // Placement of sharded groups: rendezvous hashing under a load bound.
@@ -111,13 +113,26 @@ func (p *pass) placeSharded(gv *groupView) {
 			sp.holder[a.Shard][a.Node] = a
 		}
 	}
-	sp.shed()
-	for _, a := range gv.allocs {
-		if a.Node == "" {
-			sp.place(a)
+	// Placing in shard order can strand a late replica: the nodes under
+	// the bound all hold its shard, so it goes above the bound, or a slot
+	// opens only after it was tried. Another round sheds again (moving
+	// some other allocation, one that can go elsewhere, off that node) and
+	// retries what is still unplaced, within the same pass. A few rounds
+	// settle every case the tests and the simulation produce; the cap
+	// only guarantees that a pass ends.
+	changed := true
+	for round := 0; round < 4 && changed; round++ {
+		changed = sp.shed() || round == 0
+		for _, a := range gv.allocs {
+			if a.Node == "" {
+				sp.place(a)
+			}
+		}
+		if sp.takeBack() {
+			changed = true
 		}
 	}
-	sp.takeBack()
+	p.placers[gv.name] = sp
 }
 
 func (sp *shardPlacer) setNode(a *alloc, node string) {
@@ -134,8 +149,10 @@ func (sp *shardPlacer) setNode(a *alloc, node string) {
 	sp.holder[a.Shard][node] = a
 }
 
-// shed takes the excess off every alive node above the bound.
-func (sp *shardPlacer) shed() {
+// shed takes the excess off every alive node above the bound, and reports
+// whether it took any.
+func (sp *shardPlacer) shed() bool {
+	shed := false
 	for _, name := range sp.members {
 		over := sp.load[name] - sp.bound
 		if over <= 0 || !sp.p.nodes[name].placeable() {
@@ -157,40 +174,46 @@ func (sp *shardPlacer) shed() {
 				a.why = "node " + name + " is above the load bound of " + strconv.Itoa(sp.bound)
 			}
 			sp.setNode(a, "")
+			shed = true
 		}
 	}
+	return shed
 }
 
-// place finds a node for a, or leaves it pending with the reason.
-func (sp *shardPlacer) place(a *alloc) {
+// shardScan is what one look over a shard's ranking finds.
+type shardScan struct {
+	dest     string      // the highest-ranked node that takes it as it is
+	roomless []*nodeView // under the bound, without room
+	over     *nodeView   // the least loaded at or above the bound, with room
+	avoidOK  bool        // the node it failed on would take it
+	rej      rejections  // complete only when dest is ""
+}
+
+func (sp *shardPlacer) scan(a *alloc) shardScan {
 	p, gv := sp.p, sp.gv
-	var (
-		rej      rejections
-		roomless []*nodeView
-		over     *nodeView // least loaded alive member at or above the bound
-	)
+	var sc shardScan
 	for _, name := range sp.ranks[a.Shard] {
 		n := p.nodes[name]
 		if kind, c := gv.check(n); kind != rejectNone {
-			rej.add(kind, c)
+			sc.rej.add(kind, c)
 			continue
 		}
 		switch {
 		case sp.holder[a.Shard][name] != nil:
-			rej.add(rejectSpread, "")
-		case name == a.avoid:
-			rej.add(rejectAvoid, "")
+			sc.rej.add(rejectSpread, "")
 		case sp.load[name] >= sp.bound:
-			rej.add(rejectBound, "")
-			if n.fits(gv.req) && (over == nil || sp.load[name] < sp.load[over.name]) {
-				over = n
+			sc.rej.add(rejectBound, "")
+			if n.fits(gv.req) && (sc.over == nil || sp.load[name] < sp.load[sc.over.name]) {
+				sc.over = n
 			}
 		case !n.fits(gv.req):
-			rej.add(rejectRoom, "")
-			roomless = append(roomless, n)
+			sc.rej.add(rejectRoom, "")
+			sc.roomless = append(sc.roomless, n)
+		case name == a.avoid:
+			sc.avoidOK = true
 		default:
-			sp.setNode(a, name)
-			return
+			sc.dest = name
+			return sc
 		}
 	}
 	// Nodes that are not members (dead, draining, failing constraints)
@@ -201,43 +224,61 @@ func (sp *shardPlacer) place(a *alloc) {
 			if kind == rejectNone {
 				kind = rejectNotAlive // dead or left within its grace
 			}
-			rej.add(kind, c)
+			sc.rej.add(kind, c)
 		}
 	}
-	if a.shedFrom != "" {
-		sp.setNode(a, a.shedFrom) // nothing better: stay
-		return
-	}
-	if n := p.preempt(gv, a, roomless); n != nil {
-		sp.setNode(a, n.name)
-		return
-	}
-	if over != nil {
-		p.actions = append(p.actions, "place "+a.ID+" on "+over.name+" above the load bound of "+
-			strconv.Itoa(sp.bound)+": no node under it can take it")
-		sp.setNode(a, over.name)
-		return
-	}
-	if a.avoid != "" {
-		n := p.nodes[a.avoid]
-		if kind, _ := gv.check(n); kind == rejectNone && sp.holder[a.Shard][n.name] == nil && n.fits(gv.req) {
-			a.retry = true
+	return sc
+}
+
+// place finds a node for a, or leaves it pending: the highest-ranked node
+// that takes it; else the node it failed on, as a retry; else, for a shed
+// allocation, the node it came from; else a node where preemption makes
+// room; else the least loaded node above the bound.
+func (sp *shardPlacer) place(a *alloc) {
+	p, gv := sp.p, sp.gv
+	sc := sp.scan(a)
+	switch {
+	case sc.dest != "":
+		sp.setNode(a, sc.dest)
+	case sc.avoidOK:
+		// Only the node it failed on would take it: a new generation there,
+		// so that its agent starts it afresh (at most every FailedRetry;
+		// place marks it a retry).
+		sp.setNode(a, a.avoid)
+	case a.shedFrom != "" && sp.holder[a.Shard][a.shedFrom] == nil && p.nodes[a.shedFrom].fits(gv.req):
+		sp.setNode(a, a.shedFrom) // nothing better: it stays
+	default:
+		if n := p.preempt(gv, a, sc.roomless); n != nil {
 			sp.setNode(a, n.name)
 			return
 		}
+		if sc.over != nil {
+			p.actions = append(p.actions, "place "+a.ID+" on "+sc.over.name+" above the load bound of "+
+				strconv.Itoa(sp.bound)+": no node under it can take it")
+			sp.setNode(a, sc.over.name)
+			return
+		}
+		p.pend(a)
 	}
-	p.pend(a, rej.reason(gv.req))
+}
+
+// explain says why no node takes a, on the pass's final placement.
+func (sp *shardPlacer) explain(a *alloc) string {
+	sc := sp.scan(a)
+	return sc.rej.reason(sp.gv.req)
 }
 
 // takeBack moves allocations that sit outside their shard's natural owners
-// to an owner below the target, until none can move.
-func (sp *shardPlacer) takeBack() {
+// to an owner below the target, until none can move, and reports whether
+// any moved.
+func (sp *shardPlacer) takeBack() bool {
 	p, gv := sp.p, sp.gv
+	any := false
 	for moved := true; moved; {
 		moved = false
 		for _, a := range gv.allocs {
-			if a.Node == "" || !p.nodes[a.Node].placeable() {
-				continue
+			if a.Node == "" || a.placed || a.Status != api.GroupRunning || !a.Ready || !p.nodes[a.Node].placeable() {
+				continue // only what runs well, where it runs, is worth moving
 			}
 			r := min(gv.replicas(a.Shard), len(sp.members))
 			if sp.rankOf[a.Shard][a.Node] < r {
@@ -254,9 +295,10 @@ func (sp *shardPlacer) takeBack() {
 				}
 				sp.setNode(a, "")
 				sp.setNode(a, name)
-				moved = true
+				moved, any = true, true
 				break
 			}
 		}
 	}
+	return any
 }

@@ -93,6 +93,10 @@ func TestSpreadPreferRespreadsWhenNodesJoin(t *testing.T) {
 	}
 	w.node("n2")
 	w.node("n3")
+	if d := w.step(); !d.Empty() {
+		t.Fatalf("replicas that have not started yet were moved: %q", d.Actions)
+	}
+	w.reportAll("web")
 	actions := w.settle()
 	for n, c := range w.load("web") {
 		if c != 1 {
@@ -233,7 +237,7 @@ func TestPreemption(t *testing.T) {
 				if got := a.Node != ""; got != want {
 					t.Errorf("%s placed = %v, want %v (pending %q)", g, got, want, a.Pending)
 				}
-				if !want && a.Pending != "preempted by urgent (priority 10)" {
+				if !want && !strings.HasPrefix(a.Pending, "preempted by urgent (priority 10); no node fits") {
 					t.Errorf("%s pending %q, want it preempted by urgent", g, a.Pending)
 				}
 			}

@@ -3,6 +3,8 @@ package cluster
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
+	"slices"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -150,7 +152,24 @@ func (s *simCluster) putNode(name string, status raftstore.NodeStatus) error {
 	return s.apply(raftstore.CmdPutNode, raftstore.NodeInfo{Name: name, Status: status})
 }
 
-// step runs passes until one proposes nothing and measures the change.
+// reportRunning reports every placed allocation Running and Ready, as
+// their agents would once they started them.
+func (s *simCluster) reportRunning(st raftstore.State) error {
+	var ups []raftstore.AllocationStatus
+	for _, id := range slices.Sorted(maps.Keys(st.Allocations)) {
+		a := st.Allocations[id]
+		if a.Node != "" && (a.Status != api.GroupRunning || !a.Ready) {
+			ups = append(ups, raftstore.AllocationStatus{ID: id, Generation: a.Generation, Node: a.Node, Status: api.GroupRunning, Ready: true})
+		}
+	}
+	if len(ups) == 0 {
+		return nil
+	}
+	return s.apply(raftstore.CmdSetAllocationStatus, raftstore.SetAllocationStatus{Updates: ups})
+}
+
+// step runs passes until one proposes nothing, measures the change, and
+// reports the allocations running, as their agents would.
 func (s *simCluster) step() (ShardStep, error) {
 	var st ShardStep
 	before := s.fsm.State()
@@ -170,6 +189,9 @@ func (s *simCluster) step() (ShardStep, error) {
 		}
 	}
 	after := s.fsm.State()
+	if err := s.reportRunning(after); err != nil {
+		return st, err
+	}
 	load := map[string]int{}
 	for id, a := range after.Allocations {
 		if a.Node == "" {

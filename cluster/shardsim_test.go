@@ -54,6 +54,9 @@ func TestShardMovesTable(t *testing.T) {
 				if s.MaxLoad > s.Bound {
 					t.Errorf("S=%d N=%d %s: max load %d above the bound %d", shards, n, name, s.MaxLoad, s.Bound)
 				}
+				if s.Passes > 2 {
+					t.Errorf("S=%d N=%d %s: %d passes, want one that decides and an empty one", shards, n, name, s.Passes)
+				}
 			}
 			if shards < 256 {
 				continue
