@@ -280,33 +280,9 @@ func (a *Agent) changeRaft(ctx context.Context, what, id string, f func() error)
 }
 
 // runScheduler runs the scheduler for as long as the agent runs; it
-// plans only while this member leads.
+// plans only while this member leads (cluster.Scheduler).
 func (a *Agent) runScheduler(ctx context.Context) error {
-	opts := a.schedulerOptions()
-	watch := a.cl.store.Watch(ctx)
-	tick := time.NewTicker(500 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-watch:
-		case <-tick.C:
-		}
-		if !a.cl.store.IsLeader() {
-			continue
-		}
-		d := cluster.Schedule(a.cl.store.State(), time.Now(), opts)
-		for _, line := range d.Actions {
-			a.log.Info("scheduler: " + line)
-		}
-		for _, cmd := range d.Commands {
-			if _, err := a.cl.store.Apply(ctx, cmd); err != nil {
-				a.log.Warn("scheduler: propose", "command", cmd.Type, "err", err)
-				break
-			}
-		}
-	}
+	return cluster.NewScheduler(a.cl.store, a.schedulerOptions(), a.log.With("component", "scheduler")).Run(ctx)
 }
 
 // schedulerOptions are the scheduler's settings from the agent config.
