@@ -81,3 +81,22 @@ func TestLeastConnOrdersByLiveConnections(t *testing.T) {
 		t.Errorf("order from 2: %s; want dbca (ties rotate)", got)
 	}
 }
+
+func TestServicePort(t *testing.T) {
+	for _, tc := range []struct {
+		spec api.AmbassadorSpec
+		want int
+	}{
+		{api.AmbassadorSpec{Listen: "127.0.0.1:6379"}, 6379},
+		{api.AmbassadorSpec{Listen: "127.0.0.1:6379", Port: 7000}, 7000},
+		{api.AmbassadorSpec{Listen: "[::1]:80"}, 80},
+		{api.AmbassadorSpec{Listen: "6379"}, 0},
+		{api.AmbassadorSpec{Listen: "127.0.0.1:0"}, 0},
+		{api.AmbassadorSpec{Listen: "127.0.0.1:6379", Port: 70000}, 0},
+	} {
+		got, err := ServicePort(tc.spec)
+		if got != tc.want || (tc.want == 0) != (err != nil) {
+			t.Errorf("ServicePort(%+v) = %d, %v; want %d", tc.spec, got, err, tc.want)
+		}
+	}
+}

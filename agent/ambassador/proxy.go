@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -48,6 +49,28 @@ type Config struct {
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 	// Log receives connection failures; default slog.Default().
 	Log *slog.Logger
+}
+
+// ServicePort is the port an ambassador connects to on each endpoint of
+// its services: spec.Port, or else the port of spec.Listen. The agent
+// builds each Backend.Addr from an endpoint's address and this port (or
+// the node port it is published on).
+func ServicePort(spec api.AmbassadorSpec) (int, error) {
+	if spec.Port != 0 {
+		if spec.Port < 1 || spec.Port > 65535 {
+			return 0, fmt.Errorf("ambassador %s: port %d is out of range: %w", spec.Listen, spec.Port, api.ErrInvalid)
+		}
+		return spec.Port, nil
+	}
+	_, port, err := net.SplitHostPort(spec.Listen)
+	if err != nil {
+		return 0, fmt.Errorf("ambassador %s: listen is not host:port: %w", spec.Listen, api.ErrInvalid)
+	}
+	n, err := strconv.Atoi(port)
+	if err != nil || n < 1 || n > 65535 {
+		return 0, fmt.Errorf("ambassador %s: listen port %q is out of range: %w", spec.Listen, port, api.ErrInvalid)
+	}
+	return n, nil
 }
 
 // Proxy forwards the connections of one ambassador. Its methods are safe
@@ -431,10 +454,32 @@ func splice(client, backend net.Conn) {
 	<-done
 }
 
+// copyBufSize is the buffer of one direction of one connection. Bigger
+// buffers measured no faster on loopback (integration/bench).
+const copyBufSize = 16 << 10
+
+var copyBufs = sync.Pool{New: func() any { return new([copyBufSize]byte) }}
+
+// Wrappers that hide ReadFrom and WriteTo from io.CopyBuffer, so that it
+// copies through the buffer with read(2) and write(2).
+type (
+	readerOnly struct{ io.Reader }
+	writerOnly struct{ io.Writer }
+)
+
 // copyHalf copies src to dst, then half-closes dst; on an error it closes
 // both.
+//
+// It copies through a user-space buffer rather than letting io.Copy
+// splice(2): for request/response traffic of a few KiB the buffer is
+// faster (one read and one write per chunk, where splice makes two calls
+// through a pipe and parks the same way), and it holds no pipe — two
+// file descriptors per direction for the whole life of the connection.
 func copyHalf(dst, src net.Conn) {
-	if _, err := io.Copy(dst, src); err != nil {
+	buf := copyBufs.Get().(*[copyBufSize]byte)
+	_, err := io.CopyBuffer(writerOnly{dst}, readerOnly{src}, buf[:])
+	copyBufs.Put(buf)
+	if err != nil {
 		dst.Close()
 		src.Close()
 		return
