@@ -64,7 +64,7 @@ func (p *pass) rollout(gv *groupView) {
 		if a.Node == "" || a.GroupGeneration >= g.Generation || a.placed {
 			continue
 		}
-		if a.Spec != nil && specKey(a.Spec) == groupSpec {
+		if a.Spec != nil && specKey(a.Spec) == groupSpec { // SameWorkload
 			p.rewriteMeta(a)
 			continue
 		}
@@ -208,6 +208,18 @@ func (p *pass) rolloutDone(gv *groupView, r raftstore.Rollout) {
 	}
 	p.rollouts = append(p.rollouts, raftstore.SetRollout{Group: g.Name, Rollout: done})
 	p.actions = append(p.actions, line)
+}
+
+// SameWorkload reports whether two group specs differ at most in their
+// [placement]: an allocation rewritten from one to the other keeps
+// running as it is. The scheduler rewrites such allocations without a
+// restart, all at once; an agent that sees its allocation's spec change
+// this way must not restart it either. nil equals only nil.
+func SameWorkload(a, b *api.GroupSpec) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return specKey(a) == specKey(b)
 }
 
 // specKey is spec without [placement], encoded: two specs with the same

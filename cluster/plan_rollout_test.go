@@ -256,3 +256,28 @@ func TestMovedAllocationTakesTheNewSpecAndCountsAsInFlight(t *testing.T) {
 		t.Errorf("pass wrote %v: the moved allocation is this pass's batch (%q)", got, d.Actions)
 	}
 }
+
+func TestSameWorkload(t *testing.T) {
+	base := gspec("web", api.PlacementSpec{Replicas: 2}, 100)
+	placement := base
+	placement.Placement = &api.PlacementSpec{Replicas: 5, MaxParallel: 3}
+	image := withImage(base, "registry.example/app:2")
+	for _, tc := range []struct {
+		name string
+		a, b *api.GroupSpec
+		want bool
+	}{
+		{"identical", &base, &base, true},
+		{"only [placement] differs", &base, &placement, true},
+		{"the image differs", &base, &image, false},
+		{"nil and a spec", nil, &base, false},
+		{"nil and nil", nil, nil, true},
+	} {
+		if got := SameWorkload(tc.a, tc.b); got != tc.want {
+			t.Errorf("%s: SameWorkload = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+	if base.Placement.Replicas != 2 {
+		t.Errorf("SameWorkload changed its argument")
+	}
+}

@@ -24,20 +24,29 @@ import (
 //
 // One pass, per group:
 //
-//  1. shed: a node above the bound gives up its excess, the allocations
-//     it ranks worst for first (it is their least natural owner).
+//  1. shed: an alive node above the bound gives up its excess, the
+//     allocations it ranks worst for first (it is their least natural
+//     owner).
 //  2. place: every allocation without a node (new, moved off a bad node,
 //     shed, preempted) goes to the highest-ranked member that is alive,
 //     under the bound, does not hold another replica of the shard and has
-//     room. A shed allocation that finds none goes back where it was. A
-//     new one may then preempt lower priorities, and as a last resort
-//     goes over the bound on the least loaded node rather than stay
-//     unplaced.
-//  3. take back: an allocation on a node outside its shard's first R moves
-//     to one of the first R that is alive, holds no replica of the shard,
-//     is below the target and holds at least two fewer allocations of the
-//     group than the node it comes from. Repeated until nothing moves
-//     (each move puts one more allocation on a natural owner, so it ends).
+//     room. Failing that: the node it failed on, if that one would take
+//     it (a retry); for a shed allocation, the node it came from; a node
+//     where preempting lower priorities makes room; and as a last resort
+//     the least loaded node above the bound, rather than stay unplaced.
+//  3. take back: an allocation that is Running and Ready on a node outside
+//     its shard's first R moves to one of the first R that is alive,
+//     holds no replica of the shard, is below the target and holds at
+//     least two fewer allocations of the group than the node it comes
+//     from. Repeated until nothing moves (each move puts one more
+//     allocation on a natural owner, so it ends).
+//
+// Steps 1 to 3 repeat (at most four rounds) while a round sheds or takes
+// back something: placing in shard order can strand a late replica (the
+// nodes under the bound all hold its shard, so it goes above the bound),
+// or a slot opens only after an allocation was tried; the next round
+// sheds again, moving some other allocation that can go elsewhere, and
+// retries what waits.
 //
 // Step 3 is what keeps the cluster near the pure rendezvous placement: a
 // node that joins takes back the shards it now ranks first for, up to its
@@ -46,10 +55,12 @@ import (
 // capping at the bound instead of the target moved up to LoadFactor times
 // the optimum; without the "two fewer" rule, the nodes that gave a shard to
 // the newcomer took others back in turn, a cascade that moved up to twice
-// the optimum at S = 16. With both, a join or a leave moves at most 1.00×
+// the optimum at S = 16. With both, a join or a leave moves at most 1.01×
 // the optimum T/(N+1) at S = 256, R = 2, N = 3..10, and max/mean load
 // stays within LoadFactor. A joining node may end below its fair share
 // (it takes only shards it ranks first for): fewer moves, same bound.
+// Only allocations that run well are taken back: one still starting, or
+// just moved off a node it failed on, stays where it is for now.
 //
 // The bound rounds LoadFactor·T/M down rather than up, so that max/mean
 // never exceeds LoadFactor (rounding up gave 1.11 at T = 512, M = 10);
@@ -113,24 +124,19 @@ func (p *pass) placeSharded(gv *groupView) {
 			sp.holder[a.Shard][a.Node] = a
 		}
 	}
-	// Placing in shard order can strand a late replica: the nodes under
-	// the bound all hold its shard, so it goes above the bound, or a slot
-	// opens only after it was tried. Another round sheds again (moving
-	// some other allocation, one that can go elsewhere, off that node) and
-	// retries what is still unplaced, within the same pass. A few rounds
-	// settle every case the tests and the simulation produce; the cap
-	// only guarantees that a pass ends.
-	changed := true
-	for round := 0; round < 4 && changed; round++ {
-		changed = sp.shed() || round == 0
+	// Rounds of shed, place, take back (see above); the cap only
+	// guarantees that a pass ends.
+	tookBack := false
+	for round := 0; round < 4; round++ {
+		if shed := sp.shed(); round > 0 && !shed && !tookBack {
+			break
+		}
 		for _, a := range gv.allocs {
 			if a.Node == "" {
 				sp.place(a)
 			}
 		}
-		if sp.takeBack() {
-			changed = true
-		}
+		tookBack = sp.takeBack()
 	}
 	p.placers[gv.name] = sp
 }

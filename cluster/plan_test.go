@@ -119,9 +119,44 @@ func TestNewGroupIsPlacedAtOnceWithoutBatches(t *testing.T) {
 		t.Fatalf("first pass puts %d allocations, want all 5: %q", len(d.Plan.Put), d.Actions)
 	}
 	for _, a := range d.Plan.Put {
-		if a.Node == "" || a.GroupGeneration != 1 || a.Spec == nil || !a.PlacedAt.Equal(w.now) {
-			t.Errorf("put %+v: want placed, at group generation 1 with its spec, PlacedAt now", a)
+		if a.Node == "" || a.GroupGeneration != 1 || a.Spec == nil || !a.PlacedAt.Equal(w.now) || a.Generation != 0 {
+			t.Errorf("put %+v: want placed, at group generation 1 with its spec, PlacedAt now, Generation 0 for the FSM to raise", a)
 		}
+	}
+	if len(d.Commands) != 1 || d.Commands[0].Type != raftstore.CmdApplyPlan || !d.Commands[0].Time.Equal(w.now) {
+		t.Errorf("commands %v, want one apply_plan stamped with the pass's time", d.Commands)
+	}
+	if len(d.Actions) != 5 || d.Index == 0 {
+		t.Errorf("index %d, actions %q: want the state's index and one line per allocation", d.Index, d.Actions)
+	}
+}
+
+func TestSuspectNodeKeepsItsAllocationsButGetsNothingNew(t *testing.T) {
+	w := newWorld(t)
+	w.node("n1")
+	w.node("n2")
+	w.putSpec(gspec("web", api.PlacementSpec{Replicas: 2}, 100))
+	w.putSpec(gspec("cache", api.PlacementSpec{Shards: 4, ShardReplicas: 1}, 100))
+	w.settle()
+	w.reportAll("web")
+	w.reportAll("cache")
+	w.settle()
+	before := map[string]string{}
+	for _, a := range w.fsm.Allocations() {
+		before[a.ID] = a.Node
+	}
+	w.node("n1", withStatus(raftstore.NodeSuspect))
+	w.node("n3")
+	w.settle()
+	for _, a := range w.fsm.Allocations() {
+		if before[a.ID] == "n1" && a.Node != "n1" {
+			t.Errorf("%s moved off suspect n1 to %q", a.ID, a.Node)
+		}
+	}
+	w.putSpec(gspec("api", api.PlacementSpec{Replicas: 3}, 100))
+	w.settle()
+	if a := w.alloc("api.2"); a.Node != "" || !strings.Contains(a.Pending, "3 replicas, 2 eligible nodes") {
+		t.Errorf("api.2 on %q pending %q: a suspect node must get nothing new", a.Node, a.Pending)
 	}
 }
 

@@ -56,6 +56,12 @@ type barrierStore interface {
 // Scheduler runs Schedule on the Raft leader and proposes its decisions.
 // Every agent runs one for its whole life; only the leader's does work.
 type Scheduler struct {
+	// OnDecision, when set before Run, is called from Run's goroutine after
+	// each decision that proposed something, with the error of the first
+	// command that failed (nil when all applied): for events and metrics.
+	// It must not block.
+	OnDecision func(d Decision, err error)
+
 	store Store
 	opts  Options
 	log   *slog.Logger
@@ -210,20 +216,47 @@ func (s *Scheduler) pass(ctx context.Context, now time.Time, minIndex uint64) (t
 	if d.Empty() {
 		return d.Next, minIndex, nil
 	}
-	for _, line := range d.Actions {
-		s.log.Info(line, "index", st.Index)
-	}
+	s.logActions(d)
+	var err error
 	for _, cmd := range d.Commands {
-		idx, err := s.store.Apply(ctx, cmd)
+		var idx uint64
+		idx, err = s.store.Apply(ctx, cmd)
 		if idx > minIndex {
 			minIndex = idx
 		}
 		if err != nil {
-			return time.Time{}, minIndex, fmt.Errorf("scheduler: proposing %s (decided at index %d): %w", cmd.Type, st.Index, err)
+			err = fmt.Errorf("scheduler: proposing %s (decided at index %d): %w", cmd.Type, st.Index, err)
+			break
 		}
 		s.proposed.Add(1)
 	}
+	if s.OnDecision != nil {
+		s.OnDecision(d, err)
+	}
+	if err != nil {
+		return time.Time{}, minIndex, err
+	}
 	return d.Next, minIndex, nil
+}
+
+// maxActionLogs is how many action lines one pass logs at Info; the rest
+// go to Debug after a summary (a new group of 1000 replicas is one line,
+// not a thousand).
+const maxActionLogs = 20
+
+func (s *Scheduler) logActions(d Decision) {
+	for i, line := range d.Actions {
+		switch {
+		case i < maxActionLogs:
+			s.log.Info(line, "index", d.Index)
+		case i == maxActionLogs:
+			s.log.Info(fmt.Sprintf("… and %d more actions (debug level shows them)", len(d.Actions)-maxActionLogs),
+				"index", d.Index, "puts", len(d.Plan.Put), "deletes", len(d.Plan.Delete))
+			fallthrough
+		default:
+			s.log.Debug(line, "index", d.Index)
+		}
+	}
 }
 
 // barrier waits, when the store can, until the FSM has applied every entry

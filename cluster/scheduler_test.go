@@ -109,6 +109,12 @@ func (s *schedStore) placed(id string) string {
 func runScheduler(t *testing.T, store Store, opts Options) *Scheduler {
 	t.Helper()
 	s := NewScheduler(store, opts, testSchedLogger())
+	startScheduler(t, s)
+	return s
+}
+
+func startScheduler(t *testing.T, s *Scheduler) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- s.Run(ctx) }()
@@ -123,7 +129,6 @@ func runScheduler(t *testing.T, store Store, opts Options) *Scheduler {
 			t.Errorf("Run did not return after its context ended")
 		}
 	})
-	return s
 }
 
 func testSchedLogger() *slog.Logger {
@@ -220,7 +225,19 @@ func TestRunBacksOffAfterFailedProposals(t *testing.T) {
 		return nil
 	}
 	const backoff = 20 * time.Millisecond
-	runScheduler(t, st, Options{Coalesce: time.Millisecond, RetryBackoff: backoff})
+	var mu sync.Mutex
+	var failed, succeeded int
+	s := NewScheduler(st, Options{Coalesce: time.Millisecond, RetryBackoff: backoff}, testSchedLogger())
+	s.OnDecision = func(d Decision, err error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if err != nil && errors.Is(err, api.ErrConflict) {
+			failed++
+		} else if err == nil && len(d.Plan.Put) == 1 {
+			succeeded++
+		}
+	}
+	startScheduler(t, s)
 	st.put(t, raftstore.CmdPutNode, raftstore.NodeInfo{Name: "n1", Status: raftstore.NodeAlive})
 	st.put(t, raftstore.CmdPutGroup, raftstore.Group{Name: "web", Spec: gspec("web", api.PlacementSpec{}, 100)})
 	schedWaitFor(t, "web.0 placed despite the failures", func() bool { return st.placed("web.0") == "n1" })
@@ -229,6 +246,16 @@ func TestRunBacksOffAfterFailedProposals(t *testing.T) {
 	if len(times) < 4 {
 		t.Fatalf("%d proposals, want 3 failed ones and a successful one", len(times))
 	}
+	schedWaitFor(t, "OnDecision to see the successful decision", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return succeeded == 1
+	})
+	mu.Lock()
+	if failed != 3 {
+		t.Errorf("OnDecision saw %d failed decisions, want 3", failed)
+	}
+	mu.Unlock()
 	wait := backoff
 	for i := 1; i < 4; i++ {
 		if gap := times[i].Sub(times[i-1]); gap < wait*9/10 {
