@@ -176,6 +176,7 @@ Exit codes: 0 success, 1 other failure, 2 usage error, 3 invalid input,
 		a.versionCommand(),
 	)
 	root.AddCommand(a.clusterCommands()...)
+	root.AddCommand(a.endpointsCommand())
 	markRunErrors(root)
 	return root
 }
