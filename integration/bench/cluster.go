@@ -30,8 +30,8 @@ import (
 
 type benchNode struct {
 	name, ip, ns, dir string
-	cmd              *exec.Cmd
-	api              *api.Client
+	cmd               *exec.Cmd
+	api               *api.Client
 }
 
 type benchCluster struct {
