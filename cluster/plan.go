@@ -1,7 +1,6 @@
 package cluster
 
 import (
-	"fmt"
 	"maps"
 	"math"
 	"slices"
@@ -20,7 +19,7 @@ import (
 //
 // One pass runs in four phases over a working copy of the allocations:
 //
-//  1. validate (plan.go): delete allocations whose group is gone or that a
+//  1. validate (plan_validate.go): delete allocations whose group is gone or that a
 //     scale-down dropped, create the missing ones unplaced, and unplace
 //     the ones that must leave their node: node gone, dead or left for
 //     longer than Options.DeadGrace, draining, no longer matching the
@@ -34,7 +33,7 @@ import (
 //  3. roll out (plan_rollout.go): move allocations to their group's
 //     generation, in batches of max_parallel, judging healthy_deadline,
 //     reverting a failed update and marking finished rollouts.
-//  4. decide (plan.go): compare the working copy with the state and turn
+//  4. decide (plan_decide.go): compare the working copy with the state and turn
 //     every difference into one raftstore.Plan, followed by the rollout
 //     commands.
 //
@@ -422,216 +421,4 @@ func (p *pass) wake(t time.Time) {
 	if t.After(p.now) && (p.next.IsZero() || t.Before(p.next)) {
 		p.next = t
 	}
-}
-
-// validate is phase 1: deletions, creations and the allocations that must
-// leave their node.
-func (p *pass) validate() {
-	for _, id := range slices.Sorted(maps.Keys(p.allocs)) {
-		a := p.allocs[id]
-		gv := a.group
-		if gv == nil {
-			p.drop(a, "its group "+strconv.Quote(a.Group)+" no longer exists")
-			continue
-		}
-		shard, replica, ok := gv.wanted(id)
-		if !ok {
-			p.drop(a, "scaled down")
-			continue
-		}
-		a.Shard, a.Replica = shard, replica
-		if a.Node == "" {
-			continue
-		}
-		n := p.nodes[a.Node]
-		if why := n.mustLeave(p); why != "" {
-			p.unplace(a, why)
-			continue
-		}
-		if failed := gv.mismatch[a.Node]; failed != "" {
-			p.unplace(a, fmt.Sprintf("node %s no longer matches constraint %q", a.Node, failed))
-			continue
-		}
-		if a.Status == api.GroupFailed {
-			retryAt := a.UpdatedAt.Add(p.opts.FailedRetry)
-			if p.now.Before(retryAt) {
-				p.wake(retryAt)
-				continue
-			}
-			why := "failed on node " + a.Node
-			if a.Reason != "" {
-				why += ": " + a.Reason
-			}
-			a.avoid = a.Node
-			p.unplace(a, why)
-		}
-	}
-	for _, gv := range p.byName {
-		p.collect(gv)
-	}
-}
-
-// drop deletes a.
-func (p *pass) drop(a *alloc, why string) {
-	if a.Node != "" {
-		p.nodes[a.Node].remove(a)
-	}
-	delete(p.allocs, a.ID)
-	p.deletes[a.ID] = why
-}
-
-// wanted reports whether id is one of gv's allocations, and which.
-func (gv *groupView) wanted(id string) (shard, replica int, ok bool) {
-	rest, found := strings.CutPrefix(id, gv.name+".")
-	if !found {
-		return 0, 0, false
-	}
-	if gv.sharded {
-		s, r, found := strings.Cut(rest, ".")
-		if !found || !strings.HasPrefix(s, "s") {
-			return 0, 0, false
-		}
-		shard, err1 := strconv.Atoi(s[1:])
-		replica, err2 := strconv.Atoi(r)
-		if err1 != nil || err2 != nil || shard < 0 || shard >= gv.shardCount() ||
-			replica < 0 || replica >= gv.replicas(shard) || id != AllocationID(gv.name, shard, replica, true) {
-			return 0, 0, false
-		}
-		return shard, replica, true
-	}
-	replica, err := strconv.Atoi(rest)
-	if err != nil || replica < 0 || replica >= gv.replicas(0) || id != AllocationID(gv.name, 0, replica, false) {
-		return 0, 0, false
-	}
-	return 0, replica, true
-}
-
-// collect gathers gv's wanted allocations, creating the missing ones, and
-// unplaces second copies where only one may run: two replicas of a
-// spread = "node" group, or of one shard, on one node.
-func (p *pass) collect(gv *groupView) {
-	shards := 1
-	if gv.sharded {
-		shards = gv.shardCount()
-	}
-	spreadNode := gv.sharded || gv.pl.Spread != api.SpreadPrefer
-	for k := range shards {
-		seen := map[string]string{}
-		if !gv.sharded {
-			k = 0
-		}
-		for r := range gv.replicas(k) {
-			id := AllocationID(gv.name, k, r, gv.sharded)
-			a := p.allocs[id]
-			if a == nil {
-				a = &alloc{Allocation: raftstore.Allocation{ID: id, Group: gv.name, Shard: k, Replica: r}, group: gv, placed: true}
-				p.allocs[id] = a
-			}
-			gv.allocs = append(gv.allocs, a)
-			if a.Node == "" || !spreadNode {
-				continue
-			}
-			if other, dup := seen[a.Node]; dup {
-				p.unplace(a, fmt.Sprintf("%s already runs on node %s", other, a.Node))
-				continue
-			}
-			seen[a.Node] = a.ID
-		}
-	}
-}
-
-// decide is phase 4: the Decision from the working copy.
-func (p *pass) decide() Decision {
-	d := Decision{Index: p.st.Index, Next: p.next}
-	var lines []string
-	for _, id := range slices.Sorted(maps.Keys(p.allocs)) {
-		a := p.allocs[id]
-		put, line := p.put(a)
-		if put == nil {
-			continue
-		}
-		d.Plan.Put = append(d.Plan.Put, *put)
-		lines = append(lines, line)
-	}
-	for _, id := range slices.Sorted(maps.Keys(p.deletes)) {
-		d.Plan.Delete = append(d.Plan.Delete, id)
-		lines = append(lines, "delete "+id+": "+p.deletes[id])
-	}
-	d.Actions = append(lines, p.actions...)
-	d.Rollouts, d.Reverts = p.rollouts, p.reverts
-
-	add := func(t raftstore.CommandType, payload any) {
-		c, err := raftstore.NewCommand(t, payload)
-		if err != nil {
-			// Every payload here is built to pass validation; say so loudly
-			// instead of proposing something the FSM rejects.
-			d.Actions = append(d.Actions, "internal error, not proposed: "+err.Error())
-			return
-		}
-		c.Time = p.now.UTC()
-		d.Commands = append(d.Commands, c)
-	}
-	if len(d.Plan.Put) > 0 || len(d.Plan.Delete) > 0 {
-		add(raftstore.CmdApplyPlan, d.Plan)
-	}
-	for _, g := range d.Reverts {
-		add(raftstore.CmdPutGroup, g)
-	}
-	for _, r := range d.Rollouts {
-		add(raftstore.CmdSetRollout, r)
-	}
-	return d
-}
-
-// put returns the allocation to write for a, or nil when a is unchanged,
-// and the line that says what changes.
-func (p *pass) put(a *alloc) (*raftstore.Allocation, string) {
-	o := a.orig
-	out := a.Allocation
-	out.Generation, out.UpdatedAt, out.Index = 0, time.Time{}, 0
-	clearStatus := func() { out.Status, out.Ready, out.Reason = "", false, "" }
-	g := a.group.g
-	switch {
-	case o == nil && a.Node != "":
-		out.PlacedAt = p.now
-		clearStatus()
-		return &out, fmt.Sprintf("place %s on %s", a.ID, a.Node)
-	case o == nil:
-		out.PlacedAt = time.Time{}
-		clearStatus()
-		return &out, fmt.Sprintf("%s pending: %s", a.ID, a.Pending)
-	case a.placed && (a.Node != o.Node || a.retry):
-		clearStatus()
-		why := ""
-		if a.why != "" {
-			why = ": " + a.why
-		}
-		switch {
-		case a.Node == "":
-			out.PlacedAt = time.Time{}
-			if o.Node == "" {
-				return &out, fmt.Sprintf("%s pending: %s", a.ID, a.Pending)
-			}
-			return &out, fmt.Sprintf("unplace %s from %s%s; pending: %s", a.ID, o.Node, why, a.Pending)
-		case a.retry:
-			out.PlacedAt = p.now
-			return &out, fmt.Sprintf("restart %s on %s as a new generation%s (no other node fits)", a.ID, a.Node, why)
-		case o.Node == "":
-			out.PlacedAt = p.now
-			return &out, fmt.Sprintf("place %s on %s", a.ID, a.Node)
-		}
-		out.PlacedAt = p.now
-		return &out, fmt.Sprintf("move %s from %s to %s%s", a.ID, o.Node, a.Node, why)
-	case a.respec:
-		out.PlacedAt = p.now
-		clearStatus()
-		return &out, fmt.Sprintf("roll %s on %s to generation %d", a.ID, a.Node, g.Generation)
-	case a.meta:
-		return &out, fmt.Sprintf("rewrite %s to generation %d (spec unchanged but for [placement]: no restart)", a.ID, g.Generation)
-	case a.Node == "" && (a.Pending != o.Pending || a.GroupGeneration != o.GroupGeneration):
-		return &out, fmt.Sprintf("%s pending: %s", a.ID, a.Pending)
-	case a.Shard != o.Shard || a.Replica != o.Replica:
-		return &out, fmt.Sprintf("fix %s: shard %d, replica %d", a.ID, a.Shard, a.Replica)
-	}
-	return nil, ""
 }

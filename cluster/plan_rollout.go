@@ -172,9 +172,13 @@ func (p *pass) rolloutFailed(gv *groupView, r raftstore.Rollout, late *alloc, de
 		return
 	}
 	p.reverts = append(p.reverts, raftstore.Group{
-		Name:    g.Name,
-		Spec:    *g.Previous,
-		Rollout: &raftstore.Rollout{State: raftstore.RolloutProgressing, Revert: true},
+		Name: g.Name,
+		Spec: *g.Previous,
+		// The next generation, explicitly: should the group change between
+		// this pass and the proposal, the FSM refuses the revert (a
+		// conflict) instead of undoing the newer spec.
+		Generation: g.Generation + 1,
+		Rollout:    &raftstore.Rollout{State: raftstore.RolloutProgressing, Revert: true},
 	})
 	p.actions = append(p.actions, fmt.Sprintf("rollout of %s generation %d failed, reverting to the previous spec: %s",
 		gv.name, g.Generation, what))

@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"errors"
 	"slices"
 	"strings"
 	"testing"
@@ -135,6 +136,9 @@ func TestRollingUpdateRevertsAfterHealthyDeadline(t *testing.T) {
 	}
 	if !hasAction(d.Actions, "web.0 is not Running and Ready within healthy_deadline 1m0s") {
 		t.Errorf("actions do not say why: %q", d.Actions)
+	}
+	if d.Reverts[0].Generation != 3 {
+		t.Errorf("revert proposes generation %d, want 3 explicitly (a newer spec must make it conflict)", d.Reverts[0].Generation)
 	}
 	g := w.group("web")
 	if g.Generation != 3 || g.Rollout == nil || !g.Rollout.Revert || g.Rollout.State != raftstore.RolloutProgressing {
@@ -279,5 +283,29 @@ func TestSameWorkload(t *testing.T) {
 	}
 	if base.Placement.Replicas != 2 {
 		t.Errorf("SameWorkload changed its argument")
+	}
+}
+
+func TestRevertLosesToANewerSpec(t *testing.T) {
+	w, s := rolledOut(t, api.PlacementSpec{Replicas: 1, HealthyDeadline: api.Duration(time.Minute)})
+	w.putSpec(withImage(s, "registry.example/broken:2"))
+	w.step()
+	w.advance(time.Minute)
+	d := w.schedule()
+	if len(d.Reverts) != 1 {
+		t.Fatalf("no revert decided: %q", d.Actions)
+	}
+	// The operator applies a fix before the revert is proposed.
+	w.putSpec(withImage(s, "registry.example/fixed:3"))
+	for _, c := range d.Commands {
+		if c.Type != raftstore.CmdPutGroup {
+			continue
+		}
+		if err := w.applyCommand(c); !errors.Is(err, api.ErrConflict) {
+			t.Errorf("the stale revert applied over the newer spec: %v", err)
+		}
+	}
+	if img := w.group("web").Spec.Containers[0].Image; img != "registry.example/fixed:3" {
+		t.Errorf("group runs %s, want the operator's fix", img)
 	}
 }
