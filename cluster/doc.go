@@ -39,4 +39,12 @@
 // kept from the same callbacks and is always current, so a consumer that
 // falls behind reconciles from it. All Membership methods are safe for
 // concurrent use.
+//
+// # Scheduler and inter-agent transport
+//
+// Schedule(state, now, opts) is the pure planning pass (plan*.go);
+// Scheduler.Run proposes its Decisions on the Raft leader; ShardOf and
+// Rank are the shard functions the ambassador shares (rendezvous.go).
+// tls.go, transport.go and forward.go carry Raft and forwarded writes
+// over mutual TLS.
 package cluster
