@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/vishvananda/netlink"
 )
@@ -40,8 +41,11 @@ var testNet struct {
 	// chains are the CNI chains that existed before this run's first test
 	// agent: the end of the run leaves them.
 	chains map[string]bool
-	// mine maps the bridges of this process to their subnets.
-	mine map[string]string
+	// mine maps the bridges of this process to their subnets; claimed
+	// says when, so a bridge handed out but not yet written into its
+	// agent.toml is not swept.
+	mine    map[string]string
+	claimed map[string]time.Time
 }
 
 // baseAgentConfig returns the agent.toml of a test agent: cfg plus the
@@ -66,10 +70,10 @@ func newTestNetwork() (string, error) {
 	testNet.mu.Lock()
 	defer testNet.mu.Unlock()
 	if testNet.mine == nil {
-		testNet.mine = map[string]string{}
+		testNet.mine, testNet.claimed = map[string]string{}, map[string]time.Time{}
 		testNet.chains = cniChains()
 	}
-	sweepTestNetworksLocked()
+	sweepTestNetworksLocked(false)
 	if err := os.MkdirAll(testNetDir, 0o755); err != nil {
 		return "", err
 	}
@@ -97,6 +101,7 @@ func newTestNetwork() (string, error) {
 			return "", err
 		}
 		testNet.mine[bridge] = subnet.String()
+		testNet.claimed[bridge] = time.Now()
 		return fmt.Sprintf("[network]\nbridge = %q\nsubnet = %q\n", bridge, subnet), nil
 	}
 	return "", errors.New("no free test subnet in 10.200.0.0-10.239.255.0")
@@ -136,7 +141,7 @@ func cleanupTestNetworks() error {
 		errs = append(errs, removeTestNetwork(bridge, testNet.mine[bridge]))
 		delete(testNet.mine, bridge)
 	}
-	sweepTestNetworksLocked()
+	sweepTestNetworksLocked(true)
 	if testNet.chains != nil {
 		errs = append(errs, removeSharedCNIChains(testNet.chains))
 	}
@@ -145,9 +150,9 @@ func cleanupTestNetworks() error {
 
 // sweepTestNetworksLocked removes the networks of test agents that are
 // gone: of this process, those whose agent directory was removed (no
-// agent.toml under the run's temp dir names the bridge); of other
-// processes, those whose process is gone.
-func sweepTestNetworksLocked() {
+// agent.toml under the run's temp dir names the bridge), or all of them
+// at the end of the run; of other processes, those whose process is gone.
+func sweepTestNetworksLocked(end bool) {
 	live := liveTestBridges()
 	claims, _ := os.ReadDir(testNetDir)
 	for _, c := range claims {
@@ -164,10 +169,11 @@ func sweepTestNetworksLocked() {
 		bridge, subnet := f[1], strings.ReplaceAll(c.Name(), "_", "/")
 		switch {
 		case pid == os.Getpid():
-			if live[bridge] {
+			if !end && (live[bridge] || time.Since(testNet.claimed[bridge]) < 10*time.Second) {
 				continue
 			}
 			delete(testNet.mine, bridge)
+			delete(testNet.claimed, bridge)
 		case processAlive(pid):
 			continue
 		}
@@ -299,8 +305,7 @@ func splitRule(line string) ([]string, error) {
 }
 
 // The CNI plugins' chains that every attachment shares, with the rules
-// that jump to them: no plugin ever deletes them. owner is the chain whose
-// rules belong to attachments (and ignore its rule that is not one's).
+// that jump to them: no plugin ever deletes them.
 var sharedChains = []struct {
 	table, chain string
 	jumps        [][]string // rules in built-in chains that jump to it
