@@ -353,6 +353,7 @@ func TestNetworkDeleting50GroupsLeavesNothing(t *testing.T) {
 	const n = 50
 	var files []api.ApplyFile
 	var names []string
+	// sleep, as PID 1, ignores SIGTERM: a short grace keeps the deletes quick.
 	for i := range n {
 		name := fmt.Sprintf("g%02d", i)
 		ports := ""
@@ -361,7 +362,7 @@ func TestNetworkDeleting50GroupsLeavesNothing(t *testing.T) {
 		}
 		names = append(names, name)
 		files = append(files, api.ApplyFile{Name: name + ".toml", Content: fmt.Sprintf(
-			"name = %q\n%s\n[[container]]\nname = \"main\"\nimage = \"berth.local/busybox:latest\"\ncommand = [\"sleep\", \"1000\"]\n", name, ports)})
+			"name = %q\ngrace_period = \"100ms\"\n%s\n[[container]]\nname = \"main\"\nimage = \"berth.local/busybox:latest\"\ncommand = [\"sleep\", \"1000\"]\n", name, ports)})
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
