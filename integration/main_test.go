@@ -267,6 +267,8 @@ func (e *testEnv) teardown() error {
 		return nil
 	}
 	var errs []error
+	// Test agents' bridges, CNI chains and subnet claims.
+	errs = append(errs, cleanupTestNetworks())
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	if e.Client != nil {

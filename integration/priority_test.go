@@ -47,7 +47,7 @@ func startNodeAgent(t *testing.T, config string) *priorityNode {
 	t.Helper()
 	dir := env.newDir(t, "c")
 	path := filepath.Join(dir, "agent.toml")
-	if err := os.WriteFile(path, []byte(config), 0o644); err != nil {
+	if err := os.WriteFile(path, []byte(baseAgentConfig(config)), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	shared := filepath.Join(dir, "shared")
