@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"fmt"
 	"context"
 	"errors"
 	"log/slog"
@@ -297,21 +298,36 @@ func TestEventsNeverBlockTheCallback(t *testing.T) {
 
 func TestRunRetriesJoinUntilTheSeedAppears(t *testing.T) {
 	key := testKey(t)
-	// Reserve a port by starting the seed, note it and stop it.
-	probe, err := New(testConfig("seed", key, nil), metaFor("seed"), discardLogger())
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := probe.LocalNode().Addr
-	port := probe.ml.LocalNode().Port
-	probe.Shutdown()
+	// Reserve a port by starting the seed, note it and stop it; the joiner
+	// starts retrying against it, then the seed comes up on that port. The
+	// kernel may hand the free port to someone else in between: then the
+	// whole round is repeated on a new port (never skipped).
+	var (
+		joiner *Membership
+		seed   *Membership
+		errs   []error
+	)
+	for range 5 {
+		probe, err := New(testConfig("seed", key, nil), metaFor("seed"), discardLogger())
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := probe.LocalNode().Addr
+		port := probe.ml.LocalNode().Port
+		probe.Shutdown()
 
-	joiner := startMember(t, "joiner", key, []string{addr})
-	cfg := testConfig("seed", key, nil)
-	cfg.BindPort = int(port)
-	seed, err := New(cfg, metaFor("seed"), discardLogger())
-	if err != nil {
-		t.Skipf("seed port %d taken again meanwhile: %v", port, err)
+		joiner = startMember(t, "joiner", key, []string{addr})
+		cfg := testConfig("seed", key, nil)
+		cfg.BindPort = int(port)
+		seed, err = New(cfg, metaFor("seed"), discardLogger())
+		if err == nil {
+			break
+		}
+		errs = append(errs, fmt.Errorf("port %d: %w", port, err))
+		joiner.Shutdown()
+	}
+	if seed == nil {
+		t.Fatalf("the seed's port was taken again every time: %v", errs)
 	}
 	defer seed.Shutdown()
 	waitFor(t, 5*time.Second, func() bool { return countAlive(joiner) == 2 && countAlive(seed) == 2 },

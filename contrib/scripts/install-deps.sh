@@ -4,7 +4,8 @@
 #
 #   containerd (with containerd-shim-runc-v2), runc, containernetworking-plugins,
 #   busybox-static (/bin/busybox, for the demo and test images), iproute2 (ip),
-#   iptables, ca-certificates; and the Go toolchain (not installed, only checked).
+#   iptables, ca-certificates, systemd (systemd-analyze lints the unit file); and
+#   the Go toolchain (not installed, only checked).
 #
 # Usage:
 #   contrib/scripts/install-deps.sh           install what is missing (as root), then check
@@ -20,7 +21,7 @@
 # installed); 2 usage error.
 set -euo pipefail
 
-PACKAGES=(containerd runc containernetworking-plugins busybox-static iproute2 iptables ca-certificates)
+PACKAGES=(containerd runc containernetworking-plugins busybox-static iproute2 iptables ca-certificates systemd)
 
 # The Go version this module asks for (go.mod's go line), shown when go is
 # missing.
