@@ -41,45 +41,57 @@ func netnsDialer(nsPath string) dialFunc {
 		if _, err := netip.ParseAddr(host); err != nil {
 			return nil, fmt.Errorf("dial %s in netns %s: host must be an IP address", addr, nsPath)
 		}
-		type result struct {
-			conn net.Conn
-			err  error
-		}
-		done := make(chan result, 1)
-		go func() {
-			runtime.LockOSThread()
-			// No UnlockOSThread: this thread leaves the host namespace for
-			// good and must die with the goroutine.
-			conn, err := dialInNetns(ctx, nsPath, network, addr)
-			done <- result{conn, err}
-		}()
-		r := <-done // the dial itself honours ctx
-		return r.conn, r.err
+		// A negative FallbackDelay keeps every attempt on this goroutine
+		// (no parallel dual-stack racers on other threads).
+		return inNetns(nsPath, func() (net.Conn, error) {
+			d := net.Dialer{FallbackDelay: -1}
+			return d.DialContext(ctx, network, addr) // honours ctx
+		})
 	}
 }
 
-// dialInNetns joins the namespace at nsPath on the calling thread, which
-// must be locked and thrown away afterwards, dials addr from there, and
-// returns the thread to the namespace it was in.
-func dialInNetns(ctx context.Context, nsPath, network, addr string) (net.Conn, error) {
+// inNetns runs fn inside the network namespace at nsPath and returns its
+// result: on a fresh goroutine whose OS thread is locked, joins the
+// namespace with setns, and is never unlocked, so the runtime destroys
+// the thread when the goroutine ends (no thread goes back to the scheduler
+// in a foreign namespace). The thread also returns to its own namespace
+// afterwards, in case it is the main thread, which the runtime parks
+// instead of destroying. Sockets keep the namespace they were made in, so
+// what fn returns can be used from any goroutine.
+func inNetns[T any](nsPath string, fn func() (T, error)) (T, error) {
+	type result struct {
+		v   T
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		runtime.LockOSThread()
+		v, err := joinNetns(nsPath, fn)
+		done <- result{v, err}
+	}()
+	r := <-done
+	return r.v, r.err
+}
+
+// joinNetns joins the namespace at nsPath on the calling (locked, to be
+// discarded) thread, runs fn there and goes back.
+func joinNetns[T any](nsPath string, fn func() (T, error)) (T, error) {
+	var zero T
 	self, err := os.Open("/proc/thread-self/ns/net")
 	if err != nil {
-		return nil, fmt.Errorf("dial %s: own netns: %w", addr, err)
+		return zero, fmt.Errorf("own netns: %w", err)
 	}
 	defer self.Close()
 	target, err := os.Open(nsPath)
 	if err != nil {
-		return nil, fmt.Errorf("dial %s: open netns: %w", addr, err)
+		return zero, fmt.Errorf("open netns: %w", err)
 	}
 	err = unix.Setns(int(target.Fd()), unix.CLONE_NEWNET)
 	target.Close()
 	if err != nil {
-		return nil, fmt.Errorf("dial %s: join netns %s: %w", addr, nsPath, err)
+		return zero, fmt.Errorf("join netns %s: %w", nsPath, err)
 	}
 	// Best effort: the thread is discarded whether or not this works.
 	defer func() { _ = unix.Setns(int(self.Fd()), unix.CLONE_NEWNET) }()
-	// A negative FallbackDelay keeps every attempt on this goroutine (no
-	// parallel dual-stack racers on other threads).
-	d := net.Dialer{FallbackDelay: -1}
-	return d.DialContext(ctx, network, addr)
+	return fn()
 }

@@ -6,10 +6,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
-	"runtime"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/berth-project/berth/api"
 )
@@ -47,45 +43,11 @@ func ListenInNetns(nsPath, network, addr string) (net.Listener, error) {
 			return nil, fmt.Errorf("listen on %s in netns %s: host must be an IP address: %w", addr, nsPath, api.ErrInvalid)
 		}
 	}
-	type result struct {
-		ln  net.Listener
-		err error
-	}
-	done := make(chan result, 1)
-	go func() {
-		runtime.LockOSThread()
-		// No UnlockOSThread: this thread leaves the host namespace for good
-		// and must die with the goroutine.
-		ln, err := joinAndListen(nsPath, network, addr)
-		done <- result{ln, err}
-	}()
-	r := <-done
-	return r.ln, r.err
-}
-
-// joinAndListen joins the namespace at nsPath on the calling thread, which
-// must be locked and thrown away afterwards, listens on addr there, and
-// returns the thread to the namespace it was in.
-func joinAndListen(nsPath, network, addr string) (net.Listener, error) {
-	self, err := os.Open("/proc/thread-self/ns/net")
-	if err != nil {
-		return nil, fmt.Errorf("listen on %s: own netns: %w", addr, err)
-	}
-	defer self.Close()
-	target, err := os.Open(nsPath)
-	if err != nil {
-		return nil, fmt.Errorf("listen on %s: open netns: %w", addr, err)
-	}
-	err = unix.Setns(int(target.Fd()), unix.CLONE_NEWNET)
-	target.Close()
-	if err != nil {
-		return nil, fmt.Errorf("listen on %s: join netns %s: %w", addr, nsPath, err)
-	}
-	// Best effort: the thread is discarded whether or not this works.
-	defer func() { _ = unix.Setns(int(self.Fd()), unix.CLONE_NEWNET) }()
-	ln, err := net.Listen(network, addr)
-	if err != nil {
-		return nil, fmt.Errorf("listen on %s in netns %s: %w", addr, nsPath, err)
-	}
-	return ln, nil
+	return inNetns(nsPath, func() (net.Listener, error) {
+		ln, err := net.Listen(network, addr)
+		if err != nil {
+			return nil, fmt.Errorf("listen on %s in netns %s: %w", addr, nsPath, err)
+		}
+		return ln, nil
+	})
 }
