@@ -136,22 +136,18 @@ func (a *Agent) members() []api.Member {
 			gossip[m.Name] = m.Addr
 		}
 	}
-	out := []api.Member{}
-	seen := map[string]bool{}
-	for _, n := range a.cl.store.Nodes() {
+	nodes := a.cl.store.Nodes()
+	if !slices.ContainsFunc(nodes, func(n raftstore.NodeInfo) bool { return n.Name == a.cfg.NodeName }) {
+		nodes = append(nodes, a.selfInfo()) // not recorded by the leader yet
+	}
+	out := make([]api.Member, 0, len(nodes))
+	for _, n := range nodes {
 		s := suffrage[n.Name]
 		out = append(out, api.Member{
 			Name: n.Name, Addr: gossip[n.Name], APIAddr: n.APIAddr, RaftAddr: n.RaftAddr, Status: string(n.Status),
 			Server: n.Server, Suffrage: string(s.Suffrage), Leader: s.Leader, Drain: n.Drain,
 			Labels: n.Labels, Capacity: n.Capacity, Allocations: count[n.Name], Version: n.Version,
 		})
-		seen[n.Name] = true
-	}
-	if !seen[a.cfg.NodeName] {
-		n := a.selfInfo()
-		s := suffrage[n.Name]
-		out = append(out, api.Member{Name: n.Name, APIAddr: n.APIAddr, RaftAddr: n.RaftAddr, Status: string(n.Status),
-			Server: n.Server, Suffrage: string(s.Suffrage), Leader: s.Leader, Labels: n.Labels, Capacity: n.Capacity, Version: n.Version})
 	}
 	slices.SortFunc(out, func(x, y api.Member) int { return strings.Compare(x.Name, y.Name) })
 	return out

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/berth-project/berth/api"
@@ -175,7 +176,7 @@ func (a *Agent) maybeBootstrap(lastChange time.Time) {
 	if len(servers) < cfg.BootstrapExpect {
 		return
 	}
-	slices.SortFunc(servers, func(x, y raftstore.Server) int { return cmpString(x.ID, y.ID) })
+	slices.SortFunc(servers, func(x, y raftstore.Server) int { return strings.Compare(x.ID, y.ID) })
 	servers = servers[:cfg.BootstrapExpect]
 	if !slices.ContainsFunc(servers, func(s raftstore.Server) bool { return s.ID == a.cfg.NodeName }) {
 		return // one of the first servers bootstraps; the leader adds this one
@@ -186,16 +187,6 @@ func (a *Agent) maybeBootstrap(lastChange time.Time) {
 		return
 	}
 	a.cl.bootstrapped = true
-}
-
-func cmpString(x, y string) int {
-	switch {
-	case x < y:
-		return -1
-	case x > y:
-		return 1
-	}
-	return 0
 }
 
 // reconcileRaftServers keeps the Raft configuration as gossip sees it
