@@ -444,6 +444,7 @@ func (r *runner) reconcile(ctx context.Context) bool {
 			r.event(api.EventWarning, "", "SandboxLost", fmt.Sprintf("cannot find the group's sandbox: %v", err))
 		} else {
 			r.sandbox = sb
+			r.s.sandboxReady(g.Spec, sb)
 		}
 	}
 	lost := false

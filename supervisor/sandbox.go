@@ -39,6 +39,27 @@ type Sandbox struct {
 	// Network is how the group is connected: its mode, and in bridge mode
 	// its address and published ports.
 	Network *api.NetworkStatus
+	// APIDir is the host directory every container of the group sees,
+	// read-only, at APIMountPath: the agent puts the group's downward API
+	// socket there. The directory is bound, not the socket, so a socket
+	// made anew after an agent restart is seen by running containers.
+	APIDir string
+}
+
+// APIMountPath is where containers see their group's APIDir.
+const APIMountPath = "/run/berth"
+
+// SandboxObserver learns when a group's sandbox is in place and when it
+// is about to go, so the agent can attach what lives beside a group: its
+// downward API socket, its ambassadors' listeners in the group's network
+// namespace. Calls come from the group's runner: they must not block for
+// long and must be idempotent (SandboxReady comes at every start, and
+// when a runner finds its sandbox again after an agent restart).
+type SandboxObserver interface {
+	SandboxReady(spec *api.GroupSpec, sb *Sandbox)
+	// SandboxGone comes before Destroy tears the sandbox down (while its
+	// network namespace is still pinned).
+	SandboxGone(group string)
 }
 
 // Namespaces returns the namespaces every container of the group joins.
@@ -60,6 +81,9 @@ func (s *Sandbox) Mounts(c *api.ContainerSpec) ([]specs.Mount, error) {
 		if src, ok := s.Files[dst]; ok {
 			out = append(out, specs.Mount{Destination: dst, Type: "bind", Source: src, Options: []string{"rbind", "ro"}})
 		}
+	}
+	if s.APIDir != "" {
+		out = append(out, specs.Mount{Destination: APIMountPath, Type: "bind", Source: s.APIDir, Options: []string{"rbind", "ro"}})
 	}
 	for _, m := range c.Mounts {
 		src, ok := s.Volumes[m.Volume]

@@ -65,7 +65,8 @@ func (h *hostSandboxes) Ensure(ctx context.Context, spec *api.GroupSpec) (_ *San
 			_ = h.Destroy(context.Background(), g)
 		}
 	}()
-	for _, d := range []string{filepath.Join(base, "ns"), filepath.Join(base, "etc"), filepath.Join(base, "tmpfs"), h.emptyDir(g)} {
+	sb.APIDir = filepath.Join(base, "api")
+	for _, d := range []string{filepath.Join(base, "ns"), filepath.Join(base, "etc"), filepath.Join(base, "tmpfs"), sb.APIDir, h.emptyDir(g)} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return nil, fmt.Errorf("sandbox %s: %w", g, err)
 		}

@@ -204,6 +204,7 @@ func (r *runner) startContainers(ctx context.Context, todo []*ctr) error {
 		return err
 	}
 	r.sandbox = sb
+	r.s.sandboxReady(g.Spec, sb)
 	images := map[string]*ImageConfig{}
 	for _, c := range todo {
 		if c.created || images[c.spec.Image] != nil {

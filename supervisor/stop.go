@@ -203,7 +203,7 @@ func (r *runner) rollback(ctx context.Context) {
 		}
 		c.running, c.pid = false, 0
 	}
-	if err := r.s.cfg.Sandboxes.Destroy(ctx, r.name); err != nil {
+	if err := r.s.destroySandbox(ctx, r.name); err != nil {
 		r.log.Warn("rollback sandbox", "err", err)
 	}
 	r.sandbox = nil
@@ -222,7 +222,7 @@ func (r *runner) removeAll(ctx context.Context) bool {
 		r.retryAt = time.Now().Add(time.Second)
 		return false
 	}
-	if err := r.s.cfg.Sandboxes.Destroy(ctx, r.name); err != nil {
+	if err := r.s.destroySandbox(ctx, r.name); err != nil {
 		r.event(api.EventWarning, "", "DeleteFailed", err.Error())
 		r.retryAt = time.Now().Add(time.Second)
 		return false

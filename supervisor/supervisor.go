@@ -65,6 +65,8 @@ type Config struct {
 	// Network attaches groups with network = "bridge" to the node network
 	// (NewCNI); nil leaves every group with loopback only.
 	Network Network
+	// Observers learn of sandboxes coming and going.
+	Observers []SandboxObserver
 }
 
 // Supervisor runs one runner per group and is the only thing on the node
@@ -283,6 +285,21 @@ func (s *Supervisor) List() []api.GroupStatus {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out
+}
+
+// sandboxReady tells the observers that group's sandbox is in place.
+func (s *Supervisor) sandboxReady(spec *api.GroupSpec, sb *Sandbox) {
+	for _, o := range s.cfg.Observers {
+		o.SandboxReady(spec, sb)
+	}
+}
+
+// destroySandbox tells the observers group's sandbox goes, then destroys it.
+func (s *Supervisor) destroySandbox(ctx context.Context, group string) error {
+	for _, o := range s.cfg.Observers {
+		o.SandboxGone(group)
+	}
+	return s.cfg.Sandboxes.Destroy(ctx, group)
 }
 
 // LogDir returns where container logs are.
