@@ -140,6 +140,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		Events:    a.events.Publish,
 		Logger:    a.log,
 		LogDir:    a.logDir(),
+		Observers: a.sandboxObservers(),
 	})
 	if err := a.openCluster(); err != nil {
 		return err

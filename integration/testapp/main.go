@@ -38,6 +38,11 @@ func (c *common) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.name, "name", "", "name for --on-term-append (default $HOSTNAME)")
 }
 
+// commands are the subcommands defined in other files (one file each):
+// each registers its flags on fs and returns the function to run after
+// the flags are parsed.
+var commands = map[string]func(fs *flag.FlagSet) func() error{}
+
 func main() {
 	if len(os.Args) < 2 {
 		fmt.Fprintln(os.Stderr, usage)
@@ -59,8 +64,12 @@ func main() {
 		mib := fs.Int("mib", 0, "MiB to allocate and touch")
 		run = func() error { return alloc(*mib) }
 	default:
-		fmt.Fprintln(os.Stderr, usage)
-		os.Exit(2)
+		cmd, ok := commands[os.Args[1]]
+		if !ok {
+			fmt.Fprintln(os.Stderr, usage)
+			os.Exit(2)
+		}
+		run = cmd(fs)
 	}
 	_ = fs.Parse(os.Args[2:])
 	c.start()

@@ -1,0 +1,12 @@
+package agent
+
+import "github.com/berth-project/berth/supervisor"
+
+// sandboxObservers are the parts of the agent that live beside a group's
+// sandbox and must come and go with it: the group's downward API socket
+// (downward.go) and its ambassadors' listeners (ambassadors.go). Each is
+// told when the sandbox is ready and before it is destroyed.
+func (a *Agent) sandboxObservers() []supervisor.SandboxObserver {
+	var out []supervisor.SandboxObserver
+	return out
+}
