@@ -56,6 +56,11 @@ type GroupSpec struct {
 	// Ambassadors are localhost proxies the agent runs inside the group's
 	// network namespace to the endpoints of a service (ambassador.go).
 	Ambassadors []AmbassadorSpec `toml:"ambassador" json:"ambassadors,omitempty"`
+	// Leases are the leases the group's containers may campaign for
+	// (leader election with fencing tokens; lease.go).
+	Leases []LeaseSpec `toml:"lease" json:"leases,omitempty"`
+	// Queue defines a work queue the group works on (queue.go).
+	Queue *QueueSpec `toml:"queue" json:"queue,omitempty"`
 
 	Volumes    []VolumeSpec    `toml:"volume" json:"volumes,omitempty"`
 	Containers []ContainerSpec `toml:"container" json:"containers"`

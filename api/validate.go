@@ -49,6 +49,7 @@ func (g *GroupSpec) SetDefaults() {
 		c.PostStart.setDefaults(DefaultHookTimeout)
 		c.PreStop.setDefaults(0) // bounded by the grace period
 	}
+	g.setCoordDefaults()
 }
 
 // orDefault returns def when v is the zero value, else v.
@@ -130,6 +131,8 @@ func (g *GroupSpec) validate(idx *positionIndex, file string) ErrorList {
 	v.placement(g)
 	v.network(g)
 	v.ambassadors(g)
+	v.leases(g)
+	v.queue(g)
 
 	v.uniqueNames("volume", len(g.Volumes), func(i int) string { return g.Volumes[i].Name })
 	for i := range g.Volumes {
