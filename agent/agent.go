@@ -60,6 +60,8 @@ type Agent struct {
 	local *localState
 	// cl is the agent's Raft member and gossip (set by Run).
 	cl *clusterRT
+	// downward serves each group's downward API socket (downward.go).
+	downward *downward
 
 	ready chan struct{}
 }
@@ -162,6 +164,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	eg, ctx := errgroup.WithContext(ctx)
 	eg.Go(func() error { return a.sup.Run(ctx) })
+	eg.Go(func() error { return a.downwardAPI().Run(ctx) })
 	if err := a.loadDesired(); err != nil {
 		return err
 	}

@@ -221,7 +221,7 @@ func (a *Agent) pushLocked(name string) {
 		Generation: g.Generation,
 		SpecHash:   g.Hash,
 		Run:        run,
-		Env:        append([]string{"BERTH_NODE=" + a.cfg.NodeName}, g.env...),
+		Env:        append([]string{"BERTH_NODE=" + a.cfg.NodeName, "BERTH_AGENT_SOCKET=" + api.DownwardSocket}, g.env...),
 		Source:     g.Source,
 		Priority:   prio,
 	})

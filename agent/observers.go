@@ -8,5 +8,6 @@ import "github.com/berth-project/berth/supervisor"
 // told when the sandbox is ready and before it is destroyed.
 func (a *Agent) sandboxObservers() []supervisor.SandboxObserver {
 	var out []supervisor.SandboxObserver
+	out = append(out, a.downwardAPI())
 	return out
 }
