@@ -58,24 +58,41 @@ const (
 	// CmdSetNodeDrain marks a node drained or not. Payload: NodeDrain.
 	CmdSetNodeDrain CommandType = 11
 
-	// Reserved for leases (DESIGN.md, Leases): a lease is (name, holder
-	// allocation, token, expiry), the token being the Raft index at grant.
-	// This build declares the numbers only; the FSM rejects them as
-	// unsupported until the lease logic lands.
+	// Leases (lease.go): a lease is (key, holder, node, token, expiry),
+	// the token being the Raft index at grant.
+	//
+	// CmdLeaseAcquire grants or renews a lease. Payload: LeaseAcquire.
 	CmdLeaseAcquire CommandType = 32
-	CmdLeaseRenew   CommandType = 33
+	// CmdLeaseRenew extends a held lease. Payload: LeaseRenew.
+	CmdLeaseRenew CommandType = 33
+	// CmdLeaseRelease gives a lease up. Payload: LeaseRelease.
 	CmdLeaseRelease CommandType = 34
-	CmdLeaseRevoke  CommandType = 35
+	// CmdLeaseRevoke deletes leases by key, node, group, allocation or
+	// holder. Payload: LeaseRevoke.
+	CmdLeaseRevoke CommandType = 35
 
-	// Reserved for work queues (DESIGN.md, Work queue): queue definitions
-	// and items with lease/ack/nack and a visibility timeout. Rejected as
-	// unsupported by this build, like the lease commands.
-	CmdPutQueue    CommandType = 48
+	// Work queues (queue.go): queue definitions and items with
+	// lease/ack/nack and a visibility timeout.
+	//
+	// CmdPutQueue creates or changes a queue. Payload: PutQueue.
+	CmdPutQueue CommandType = 48
+	// CmdDeleteQueue deletes a queue and its items. Payload: DeleteQueue.
 	CmdDeleteQueue CommandType = 49
-	CmdEnqueue     CommandType = 50
-	CmdLeaseItem   CommandType = 51
-	CmdAckItem     CommandType = 52
-	CmdNackItem    CommandType = 53
+	// CmdEnqueue pushes items. Payload: Enqueue.
+	CmdEnqueue CommandType = 50
+	// CmdLeaseItem leases ready items to a worker. Payload: LeaseItem.
+	CmdLeaseItem CommandType = 51
+	// CmdAckItem completes items. Payload: AckItem.
+	CmdAckItem CommandType = 52
+	// CmdNackItem fails items. Payload: NackItem.
+	CmdNackItem CommandType = 53
+	// CmdExtendItem extends the leases of items. Payload: ExtendItem.
+	CmdExtendItem CommandType = 54
+	// CmdRequeueNode queues again the items leased on a lost node.
+	// Payload: RequeueNode.
+	CmdRequeueNode CommandType = 55
+	// CmdRetryItem queues dead letters again. Payload: RetryItem.
+	CmdRetryItem CommandType = 56
 )
 
 var commandNames = map[CommandType]string{
@@ -101,6 +118,9 @@ var commandNames = map[CommandType]string{
 	CmdLeaseItem:           "lease_item",
 	CmdAckItem:             "ack_item",
 	CmdNackItem:            "nack_item",
+	CmdExtendItem:          "extend_item",
+	CmdRequeueNode:         "requeue_node",
+	CmdRetryItem:           "retry_item",
 }
 
 func (t CommandType) String() string {
@@ -110,11 +130,9 @@ func (t CommandType) String() string {
 	return "command_type_" + strconv.Itoa(int(t))
 }
 
-// Reserved reports whether t is declared for a later build (leases,
-// queues) and not applied by this one.
-func (t CommandType) Reserved() bool {
-	return (t >= CmdLeaseAcquire && t <= CmdLeaseRevoke) || (t >= CmdPutQueue && t <= CmdNackItem)
-}
+// Reserved reports whether t is declared for a later build and not
+// applied by this one. This build applies every type it declares.
+func (t CommandType) Reserved() bool { return false }
 
 // Command is one entry of the Raft log: a typed, versioned change of the
 // State. Build it with NewCommand.
@@ -190,8 +208,42 @@ func newPayload(t CommandType) any {
 		return &SetRollout{}
 	case CmdSetNodeDrain:
 		return &NodeDrain{}
+	case CmdLeaseAcquire:
+		return &LeaseAcquire{}
+	case CmdLeaseRenew:
+		return &LeaseRenew{}
+	case CmdLeaseRelease:
+		return &LeaseRelease{}
+	case CmdLeaseRevoke:
+		return &LeaseRevoke{}
+	case CmdPutQueue:
+		return &PutQueue{}
+	case CmdDeleteQueue:
+		return &DeleteQueue{}
+	case CmdEnqueue:
+		return &Enqueue{}
+	case CmdLeaseItem:
+		return &LeaseItem{}
+	case CmdAckItem:
+		return &AckItem{}
+	case CmdNackItem:
+		return &NackItem{}
+	case CmdExtendItem:
+		return &ExtendItem{}
+	case CmdRequeueNode:
+		return &RequeueNode{}
+	case CmdRetryItem:
+		return &RetryItem{}
 	}
 	return nil
+}
+
+// coordPayload is a lease or queue payload (lease.go, queue.go): it
+// validates itself, and applies itself to the FSM (f.mu held), checking
+// everything before it writes anything.
+type coordPayload interface {
+	validate() error
+	apply(f *FSM, index uint64, cmd Command) (int, error)
 }
 
 // NewCommand builds a command of the current version. payload must be the
@@ -263,6 +315,9 @@ func (c Command) decode() (any, error) {
 }
 
 func validatePayload(p any) error {
+	if c, ok := p.(coordPayload); ok {
+		return c.validate()
+	}
 	switch p := p.(type) {
 	case *Group:
 		if !api.IsDNSLabel(p.Name) {

@@ -15,8 +15,10 @@ import (
 )
 
 // SnapshotFormat is the version of the snapshot encoding this build writes
-// and the newest it restores.
-const SnapshotFormat = 1
+// and the newest it restores. Format 2 added leases, queues and queue
+// items (an older build must refuse it, not drop them); format 1
+// snapshots restore with none.
+const SnapshotFormat = 2
 
 // Result is what the FSM returns for a command it applied: the log index
 // and how many entries changed (0 for an idempotent repeat or an
@@ -39,6 +41,10 @@ type Result struct {
 type FSM struct {
 	mu    sync.RWMutex
 	state State
+	// queues holds the items of each queue of state.Queues, with their
+	// indexes (queue.go). Unlike the State's entries they change in
+	// place: Snapshot copies them.
+	queues map[string]*queueData
 
 	*notifier
 }
@@ -47,7 +53,7 @@ var _ raft.FSM = (*FSM)(nil)
 
 // NewFSM returns an FSM with an empty state.
 func NewFSM() *FSM {
-	return &FSM{state: newState(), notifier: newNotifier()}
+	return &FSM{state: newState(), queues: map[string]*queueData{}, notifier: newNotifier()}
 }
 
 // Apply applies one committed log entry. It returns a Result, or an error
@@ -85,6 +91,9 @@ func (f *FSM) apply(index uint64, data []byte) any {
 // everything before it writes anything.
 func (f *FSM) applyPayload(index uint64, cmd Command, p any) (int, error) {
 	s := &f.state
+	if c, ok := p.(coordPayload); ok {
+		return c.apply(f, index, cmd)
+	}
 	switch p := p.(type) {
 	case *Group:
 		old, exists := s.Groups[p.Name]
@@ -126,6 +135,7 @@ func (f *FSM) applyPayload(index uint64, cmd Command, p any) (int, error) {
 			if _, ok := s.Allocations[id]; ok {
 				delete(s.Allocations, id)
 				n++
+				n += f.revokeLeases(func(l Lease) bool { return l.Allocation == id })
 			}
 		}
 		for _, a := range p.Put {
@@ -223,6 +233,9 @@ func (f *FSM) applyPayload(index uint64, cmd Command, p any) (int, error) {
 				n++
 			}
 		}
+		// What the group held goes with it (lease.go, queue.go).
+		n += f.revokeLeases(func(l Lease) bool { return l.Group == p.Name })
+		n += f.deleteGroupQueues(p.Name)
 		return n, nil
 
 	case *Allocation:
@@ -250,7 +263,7 @@ func (f *FSM) applyPayload(index uint64, cmd Command, p any) (int, error) {
 			return 0, nil
 		}
 		delete(s.Allocations, p.ID)
-		return 1, nil
+		return 1 + f.revokeLeases(func(l Lease) bool { return l.Allocation == p.ID }), nil
 
 	case *SetAllocationStatus:
 		n := 0
@@ -301,27 +314,38 @@ func sameSpec(a, b api.GroupSpec) bool {
 type snapshotFile struct {
 	Format int   `json:"format"`
 	State  State `json:"state"`
+	// Items are the items of each queue of State.Queues, by ID.
+	Items map[string][]QueueItem `json:"items,omitempty"`
 }
 
 // Snapshot captures the state for raft to persist. It copies the maps
-// (cheap: entries are shared, never changed in place) so that Persist can
-// encode while Apply goes on.
+// (cheap: entries are shared, never changed in place) and the queue items
+// (their data is shared), so that Persist can encode while Apply goes on.
 func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
+	items := make(map[string][]QueueItem, len(f.queues))
+	for name, d := range f.queues {
+		items[name] = d.snapshot()
+	}
 	return &fsmSnapshot{state: State{
 		Index:       f.state.Index,
 		Groups:      maps.Clone(f.state.Groups),
 		Allocations: maps.Clone(f.state.Allocations),
 		Nodes:       maps.Clone(f.state.Nodes),
-	}}, nil
+		Leases:      maps.Clone(f.state.Leases),
+		Queues:      maps.Clone(f.state.Queues),
+	}, items: items}, nil
 }
 
-type fsmSnapshot struct{ state State }
+type fsmSnapshot struct {
+	state State
+	items map[string][]QueueItem
+}
 
 // Persist writes the state as JSON, with its format version.
 func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
-	if err := json.NewEncoder(sink).Encode(snapshotFile{Format: SnapshotFormat, State: s.state}); err != nil {
+	if err := json.NewEncoder(sink).Encode(snapshotFile{Format: SnapshotFormat, State: s.state, Items: s.items}); err != nil {
 		_ = sink.Cancel()
 		return fmt.Errorf("writing snapshot: %w", err)
 	}
@@ -352,8 +376,23 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	if st.Nodes == nil {
 		st.Nodes = map[string]NodeInfo{}
 	}
+	if st.Leases == nil {
+		st.Leases = map[string]Lease{}
+	}
+	if st.Queues == nil {
+		st.Queues = map[string]Queue{}
+	}
+	queues := make(map[string]*queueData, len(st.Queues))
+	for name, q := range st.Queues {
+		d, err := restoreQueueData(name, q.NextID, file.Items[name])
+		if err != nil {
+			return fmt.Errorf("reading snapshot: %v: %w", err, api.ErrInvalid)
+		}
+		queues[name] = d
+	}
 	f.mu.Lock()
 	f.state = st
+	f.queues = queues
 	f.mu.Unlock()
 	f.notify(st.Index)
 	return nil

@@ -289,8 +289,8 @@ func TestFSMRejectsCommandsItCannotRead(t *testing.T) {
 		{"newer version", mustJSON(t, Command{Version: CommandVersion + 1, Type: CmdPutGroup, Payload: payload}), errors.ErrUnsupported, "newer than this build reads"},
 		{"no version", mustJSON(t, Command{Type: CmdPutGroup, Payload: payload}), api.ErrInvalid, "has no version"},
 		{"unknown type", mustJSON(t, Command{Version: 1, Type: 999, Payload: payload}), errors.ErrUnsupported, "unknown command type 999"},
-		{"reserved lease type", mustJSON(t, Command{Version: 1, Type: CmdLeaseAcquire, Payload: payload}), errors.ErrUnsupported, "lease_acquire is reserved"},
-		{"reserved queue type", mustJSON(t, Command{Version: 1, Type: CmdEnqueue, Payload: payload}), errors.ErrUnsupported, "enqueue is reserved"},
+		{"unknown type among the queue numbers", mustJSON(t, Command{Version: 1, Type: 60, Payload: payload}), errors.ErrUnsupported, "unknown command type 60"},
+		{"lease payload of the wrong shape", mustJSON(t, Command{Version: 1, Type: CmdLeaseAcquire, Payload: payload}), api.ErrInvalid, "lease key"},
 		{"no payload", mustJSON(t, Command{Version: 1, Type: CmdPutGroup}), api.ErrInvalid, "no payload"},
 		{"payload of the wrong shape", `{"version":1,"type":1,"payload":[1,2]}`, api.ErrInvalid, "decoding payload"},
 		{"not json", "\x00\x01garbage", api.ErrInvalid, "decoding command"},
@@ -361,8 +361,8 @@ func TestFSMSnapshotRestoreRoundTrip(t *testing.T) {
 func TestFSMRestoreRefusesNewerFormat(t *testing.T) {
 	f := seededFSM(t)
 	before := f.State()
-	err := f.Restore(io.NopCloser(strings.NewReader(`{"format":2,"state":{"index":99}}`)))
-	if err == nil || !strings.Contains(err.Error(), "snapshot format 2") {
+	err := f.Restore(io.NopCloser(strings.NewReader(`{"format":3,"state":{"index":99}}`)))
+	if err == nil || !strings.Contains(err.Error(), "snapshot format 3") {
 		t.Fatalf("Restore = %v, want a format error", err)
 	}
 	if got := f.State(); !reflect.DeepEqual(got, before) {
@@ -437,7 +437,7 @@ func TestNewCommandChecksThePayload(t *testing.T) {
 		{"invalid group name", CmdPutGroup, Group{Name: "Not_A_Label"}, api.ErrInvalid},
 		{"spec named differently", CmdPutGroup, Group{Name: "web", Spec: api.GroupSpec{Name: "db"}}, api.ErrInvalid},
 		{"empty status report", CmdSetAllocationStatus, SetAllocationStatus{}, api.ErrInvalid},
-		{"reserved type", CmdLeaseRenew, DeleteGroup{Name: "x"}, errors.ErrUnsupported},
+		{"unknown type", CommandType(60), DeleteGroup{Name: "x"}, errors.ErrUnsupported},
 		{"pointer payload is fine", CmdDeleteGroup, &DeleteGroup{Name: "web"}, nil},
 	}
 	for _, tt := range tests {

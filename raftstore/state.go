@@ -21,6 +21,11 @@ type State struct {
 	Groups      map[string]Group      `json:"groups"`
 	Allocations map[string]Allocation `json:"allocations"`
 	Nodes       map[string]NodeInfo   `json:"nodes"`
+	// Leases by key (LeaseKey) and queue definitions by name. A queue's
+	// items are not in the State (which readers copy whole): read them
+	// with Items, Item, LeasedItems; snapshots hold them.
+	Leases map[string]Lease `json:"leases,omitempty"`
+	Queues map[string]Queue `json:"queues,omitempty"`
 }
 
 // Group is a cluster group: a group spec with a [placement] that the
@@ -174,6 +179,8 @@ func newState() State {
 		Groups:      map[string]Group{},
 		Allocations: map[string]Allocation{},
 		Nodes:       map[string]NodeInfo{},
+		Leases:      map[string]Lease{},
+		Queues:      map[string]Queue{},
 	}
 }
 
@@ -184,9 +191,17 @@ func (s State) Clone() State {
 		Groups:      make(map[string]Group, len(s.Groups)),
 		Allocations: maps.Clone(s.Allocations),
 		Nodes:       make(map[string]NodeInfo, len(s.Nodes)),
+		Leases:      maps.Clone(s.Leases), // no references inside
+		Queues:      maps.Clone(s.Queues), // nor here
 	}
 	if c.Allocations == nil {
 		c.Allocations = map[string]Allocation{}
+	}
+	if c.Leases == nil {
+		c.Leases = map[string]Lease{}
+	}
+	if c.Queues == nil {
+		c.Queues = map[string]Queue{}
 	}
 	for k, g := range s.Groups {
 		c.Groups[k] = g.Clone()

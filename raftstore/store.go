@@ -344,3 +344,36 @@ func (s *Store) Nodes() []NodeInfo { return s.fsm.Nodes() }
 
 // Node returns one node.
 func (s *Store) Node(name string) (NodeInfo, bool) { return s.fsm.Node(name) }
+
+// Lease returns the lease of key (LeaseKey).
+func (s *Store) Lease(key string) (Lease, bool) { return s.fsm.Lease(key) }
+
+// Leases returns every lease, ordered by key.
+func (s *Store) Leases() []Lease { return s.fsm.Leases() }
+
+// GroupLeases returns the leases held by holders of group.
+func (s *Store) GroupLeases(group string) []Lease { return s.fsm.GroupLeases(group) }
+
+// Queue returns one queue's definition.
+func (s *Store) Queue(name string) (Queue, bool) { return s.fsm.Queue(name) }
+
+// Queues returns every queue, ordered by name.
+func (s *Store) Queues() []Queue { return s.fsm.Queues() }
+
+// QueueStats returns the counts of a queue's items, in O(1).
+func (s *Store) QueueStats(name string) (QueueStats, bool) { return s.fsm.QueueStats(name) }
+
+// Items returns a queue's items in ID order, as filter selects.
+func (s *Store) Items(queue string, filter ItemFilter) []QueueItem { return s.fsm.Items(queue, filter) }
+
+// Item returns one item of a queue with its data and result.
+func (s *Store) Item(queue string, id uint64) (QueueItem, bool) { return s.fsm.Item(queue, id) }
+
+// LeasedItems returns the items the CmdLeaseItem at index token leased
+// that are still leased with it: what a lease got, read after its index.
+func (s *Store) LeasedItems(queue string, token uint64) []QueueItem {
+	return s.fsm.LeasedItems(queue, token)
+}
+
+// EnqueuedIDs returns the IDs the CmdEnqueue at index gave its items.
+func (s *Store) EnqueuedIDs(queue string, index uint64) []uint64 { return s.fsm.EnqueuedIDs(queue, index) }
