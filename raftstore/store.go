@@ -376,4 +376,6 @@ func (s *Store) LeasedItems(queue string, token uint64) []QueueItem {
 }
 
 // EnqueuedIDs returns the IDs the CmdEnqueue at index gave its items.
-func (s *Store) EnqueuedIDs(queue string, index uint64) []uint64 { return s.fsm.EnqueuedIDs(queue, index) }
+func (s *Store) EnqueuedIDs(queue string, index uint64) []uint64 {
+	return s.fsm.EnqueuedIDs(queue, index)
+}
