@@ -59,19 +59,32 @@ type ShardResult struct {
 // its own decision must propose nothing) or leaves an allocation unplaced
 // or two replicas of a shard on one node.
 func ShardMoves(shards, replicas, n int) (ShardResult, error) {
+	names := make([]string, n+1)
+	for i := range names {
+		names[i] = simNodeName(i + 1)
+	}
+	return ShardMovesNamed("shardsim", shards, replicas, names)
+}
+
+// ShardMovesNamed is ShardMoves for a group and nodes of given names:
+// nodes[:len(nodes)-1] are the first nodes, the last one joins and leaves.
+// Rendezvous ranks depend on the names, so a test of real agents (nodes
+// n1…n4, its own group name) simulates exactly its own case with it.
+func ShardMovesNamed(groupName string, shards, replicas int, nodes []string) (ShardResult, error) {
+	n := len(nodes) - 1
 	res := ShardResult{Shards: shards, Replicas: replicas, Nodes: n}
 	if shards < 1 || replicas < 1 || n < 1 {
 		return res, fmt.Errorf("shard simulation: shards, replicas and nodes must be positive (got %d, %d, %d): %w",
 			shards, replicas, n, api.ErrInvalid)
 	}
 	sim := newSimCluster()
-	for i := 1; i <= n; i++ {
-		if err := sim.putNode(simNodeName(i), raftstore.NodeAlive); err != nil {
+	for _, name := range nodes[:n] {
+		if err := sim.putNode(name, raftstore.NodeAlive); err != nil {
 			return res, err
 		}
 	}
-	group := raftstore.Group{Name: "shardsim", Spec: api.GroupSpec{
-		Name:      "shardsim",
+	group := raftstore.Group{Name: groupName, Spec: api.GroupSpec{
+		Name:      groupName,
 		Placement: &api.PlacementSpec{Shards: shards, ShardReplicas: replicas},
 	}}
 	if err := sim.apply(raftstore.CmdPutGroup, group); err != nil {
@@ -84,7 +97,7 @@ func ShardMoves(shards, replicas, n int) (ShardResult, error) {
 	total := float64(shards * replicas)
 	res.Initial.Optimum = total
 
-	joined := simNodeName(n + 1)
+	joined := nodes[n]
 	if err := sim.putNode(joined, raftstore.NodeAlive); err != nil {
 		return res, err
 	}
@@ -102,7 +115,7 @@ func ShardMoves(shards, replicas, n int) (ShardResult, error) {
 	res.Leave.Optimum = total / float64(n+1)
 
 	if n > replicas {
-		failed := simNodeName(1)
+		failed := nodes[0]
 		if err := sim.putNode(failed, raftstore.NodeDead); err != nil {
 			return res, err
 		}
