@@ -62,6 +62,8 @@ type Agent struct {
 	cl *clusterRT
 	// downward serves each group's downward API socket (downward.go).
 	downward *downward
+	// amb runs the groups' ambassadors (ambassadors.go).
+	amb *ambassadorSet
 
 	ready chan struct{}
 }
@@ -165,6 +167,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	eg, ctx := errgroup.WithContext(ctx)
 	eg.Go(func() error { return a.sup.Run(ctx) })
 	eg.Go(func() error { return a.downwardAPI().Run(ctx) })
+	eg.Go(func() error { return a.ambassadors().Run(ctx) })
 	if err := a.loadDesired(); err != nil {
 		return err
 	}

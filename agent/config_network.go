@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/netip"
 	"path/filepath"
 	"strings"
@@ -34,7 +35,22 @@ type NetworkConfig struct {
 	// PluginDirs are searched for the CNI plugins (bridge, host-local,
 	// portmap, firewall), in order.
 	PluginDirs []string `toml:"plugin_dirs"`
+	// PublishAddress is the node address that published ports without a
+	// host IP ("9000:80") are published on, and the address other nodes
+	// reach this node's endpoints at (the ambassadors of other nodes
+	// connect to it). Empty or "0.0.0.0": ports are published on every
+	// address, and other nodes use the node's cluster advertise address.
+	// Set it on a machine with several addresses, or when several agents
+	// share one host (each on its own address: portmap's rules match a
+	// port on any local address, so two agents publishing one port
+	// without it would take each other's traffic).
+	PublishAddress string `toml:"publish_address"`
 }
+
+// PublishAddressLabel is the node label by which a node with a publish
+// address tells the others (through gossip and the Raft state) where its
+// published ports are. The agent sets it; it is not for agent.toml.
+const PublishAddressLabel = "berth.io/publish-address"
 
 // DefaultNetworkConfig returns [network] of a stock install.
 func DefaultNetworkConfig() NetworkConfig {
@@ -78,6 +94,15 @@ func (n *NetworkConfig) Validate() error {
 			errs = append(errs, fmt.Errorf("network.gateway %s: is the network or broadcast address of %s", n.Gateway, n.Subnet))
 		}
 	}
+	if n.PublishAddress != "" {
+		a, err := netip.ParseAddr(n.PublishAddress)
+		switch {
+		case err != nil || !a.Is4():
+			errs = append(errs, fmt.Errorf("network.publish_address %q: is not an IPv4 address (published ports are IPv4 only); leave it out to publish on every address", n.PublishAddress))
+		case a.IsMulticast() || a == netip.AddrFrom4([4]byte{255, 255, 255, 255}):
+			errs = append(errs, fmt.Errorf("network.publish_address %s: is not a unicast address of the node", n.PublishAddress))
+		}
+	}
 	if len(n.PluginDirs) == 0 {
 		errs = append(errs, errors.New(`network.plugin_dirs: must list at least one directory, e.g. ["/usr/lib/cni", "/opt/cni/bin"]`))
 	}
@@ -117,7 +142,41 @@ func (n *NetworkConfig) cniConfig(stateDir string, log *slog.Logger) (supervisor
 	if n.Gateway != "" {
 		c.Gateway = netip.MustParseAddr(n.Gateway)
 	}
+	if n.PublishAddress != "" {
+		c.PublishAddress = netip.MustParseAddr(n.PublishAddress)
+	}
 	return c, nil
+}
+
+// publishAddress is the publish address of [network], or the invalid
+// address when ports are published on every address.
+func (n *NetworkConfig) publishAddress() netip.Addr {
+	a, err := netip.ParseAddr(n.PublishAddress)
+	if err != nil || a.IsUnspecified() {
+		return netip.Addr{}
+	}
+	return a
+}
+
+// labelPublishAddress records this node's publish address in its labels
+// (PublishAddressLabel), which gossip and the Raft state carry to the
+// other nodes; without one, a label of that name set by hand is dropped,
+// so that no node is advertised at an address it does not publish on.
+func (a *Agent) labelPublishAddress() {
+	addr := a.cfg.Network.publishAddress()
+	if v, ok := a.cfg.Node.Labels[PublishAddressLabel]; ok && (!addr.IsValid() || v != addr.String()) {
+		a.log.Warn("node label "+PublishAddressLabel+" is set by the agent from [network] publish_address; ignoring the one in agent.toml", "value", v)
+		delete(a.cfg.Node.Labels, PublishAddressLabel)
+	}
+	if !addr.IsValid() {
+		return
+	}
+	labels := maps.Clone(a.cfg.Node.Labels)
+	if labels == nil {
+		labels = map[string]string{}
+	}
+	labels[PublishAddressLabel] = addr.String()
+	a.cfg.Node.Labels = labels
 }
 
 // newNetwork makes the node network that groups with network = "bridge"
@@ -127,5 +186,6 @@ func (a *Agent) newNetwork() (supervisor.Network, error) {
 	if err != nil {
 		return nil, err
 	}
+	a.labelPublishAddress()
 	return supervisor.NewCNI(c)
 }

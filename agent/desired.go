@@ -32,6 +32,9 @@ type groupEntry struct {
 	SpecError string
 	// hold is the dependency wait last handed to the supervisor.
 	hold string
+	// portHold is why the allocation waits for a published port, as last
+	// handed to the supervisor (ports.go).
+	portHold string
 	// adm is the group's admission on this node.
 	adm admission
 	// draining: the node drain reached this group's priority level.
@@ -195,6 +198,7 @@ func (a *Agent) pushLocked(name string) {
 	}
 	prio, _ := a.priority(g.Spec)
 	g.hold = a.holdLocked(g)
+	g.portHold = a.portHoldLocked(name, g)
 	run, hold, holdReason := !g.Stopped, g.hold, ""
 	var stop *supervisor.StopCause
 	switch {
@@ -207,6 +211,8 @@ func (a *Agent) pushLocked(name string) {
 	case g.adm.evicted != nil && !g.adm.admitted:
 		run, stop = false, g.adm.evicted
 	case hold != "":
+	case g.portHold != "":
+		hold, holdReason = g.portHold, "PortConflict"
 	case !g.adm.admitted:
 		hold, holdReason = g.adm.pending, g.adm.pendingReason
 		if hold == "" {

@@ -9,5 +9,6 @@ import "github.com/berth-project/berth/supervisor"
 func (a *Agent) sandboxObservers() []supervisor.SandboxObserver {
 	var out []supervisor.SandboxObserver
 	out = append(out, a.downwardAPI())
+	out = append(out, a.ambassadors())
 	return out
 }

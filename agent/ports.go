@@ -120,3 +120,75 @@ func (a *Agent) checkFilePortsLocked(spec *api.GroupSpec, path string) error {
 	}
 	return errs
 }
+
+// An allocation of a cluster group arrives from the Raft state, not from
+// an apply that could be refused: when it publishes a port that another
+// group of this node already publishes, it waits, Pending with reason
+// PortConflict and the port and group in its message (which its Raft
+// status carries to `agentctl get` on every node), until the port is free.
+// Ports are taken first come, first served: a local group, an allocation
+// that was handed to the supervisor without waiting, or any group whose
+// ports are published now holds its ports; an allocation that waits holds
+// none, so two allocations never wait for each other.
+
+// portHoldLocked returns why the allocation name (entry g) must wait for a
+// published port, or "" when it may publish its ports. a.mu is held.
+func (a *Agent) portHoldLocked(name string, g *groupEntry) string {
+	if g.Source != api.SourceCluster || len(g.Spec.Ports) == 0 {
+		return ""
+	}
+	var owners []portOwner
+	for _, o := range a.portOwnersLocked(map[string]*api.GroupSpec{name: g.Spec}) {
+		if og := a.groups[o.group]; o.group == name || og == nil || og.Source != api.SourceCluster || og.portHold == "" {
+			owners = append(owners, o)
+		}
+	}
+	if a.sup != nil {
+		// Groups that publish ports now, whatever the agent wants of
+		// them (a waiting allocation found running after a restart).
+		for _, st := range a.sup.List() {
+			if st.Name != name && st.Network != nil && len(st.Network.Ports) > 0 {
+				owners = append(owners, portOwner{group: st.Name, ports: st.Network.Ports})
+			}
+		}
+	}
+	for i, s := range g.Spec.Ports {
+		p, err := api.ParsePort(s)
+		if err != nil {
+			continue
+		}
+		for _, o := range owners {
+			if o.group == name {
+				continue
+			}
+			for _, q := range o.ports {
+				if p.Overlaps(q) {
+					return fmt.Sprintf("ports[%d] %q: port %s is already published by group %q on node %s; the allocation waits until the port is free (or give the cluster group another host port)",
+						i, s, p.Key(), o.group, a.cfg.NodeName)
+				}
+			}
+		}
+	}
+	return ""
+}
+
+// recheckPortHolds hands the supervisor again every allocation whose wait
+// for a port changed: a group that published it is gone or changed.
+func (a *Agent) recheckPortHolds() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	changed := false
+	for _, name := range slices.Sorted(maps.Keys(a.groups)) {
+		g := a.groups[name]
+		if g.Source != api.SourceCluster || g.portHold == "" {
+			continue
+		}
+		if a.portHoldLocked(name, g) != g.portHold {
+			a.pushLocked(name)
+			changed = true
+		}
+	}
+	if changed {
+		a.admitLocked()
+	}
+}

@@ -11,7 +11,7 @@ import (
 //	GET /v1/endpoints/{service}   []Endpoint, the ready endpoints of service
 //
 // A service is named after a group: every ready copy of the group is one
-// endpoint. A service without ready endpoints (or unknown) has none: the
+// endpoint; for a cluster group, every ready allocation on any node. A service without ready endpoints (or unknown) has none: the
 // answer is an empty list, not an error, so a client polling for
 // endpoints need not tell "not yet" from "not here".
 const PathEndpoints = "/v1/endpoints"
@@ -22,12 +22,21 @@ type Endpoint struct {
 	// allocation of it); Node the node it runs on.
 	Group string `json:"group"`
 	Node  string `json:"node"`
-	// Address is where the endpoint is reached from its node: the group's
-	// IPv4 address on the node bridge; "127.0.0.1" for a group with
-	// network = "host". Connect to Address and a container port.
-	Address string `json:"address"`
-	// Ports are the group's published ports: from another node, connect
-	// to the node's address and a HostPort.
+	// Shard is the endpoint's shard, for a sharded cluster group; 0
+	// otherwise.
+	Shard int `json:"shard"`
+	// Address is where the node that answers reaches the endpoint at its
+	// container ports: for an endpoint on that node, the group's IPv4
+	// address on the node bridge ("127.0.0.1" for network = "host"); for
+	// a group with network = "host" on another node, that node's address.
+	// Empty for a bridge group on another node: its bridge address is
+	// reachable from its own node only; use Ports.
+	Address string `json:"address,omitempty"`
+	// Ports are the group's published ports. For an endpoint on another
+	// node each HostIP is the address to connect to (the node's publish
+	// address, or its cluster advertise address, when the spec gives
+	// none); ports published on a loopback address are left out, since
+	// only their node reaches them.
 	Ports []PortMapping `json:"ports,omitempty"`
 	// Ready is the group's readiness; only ready endpoints are listed.
 	Ready bool `json:"ready"`

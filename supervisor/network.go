@@ -2,6 +2,7 @@ package supervisor
 
 import (
 	"context"
+	"net/netip"
 	"slices"
 
 	"github.com/berth-project/berth/api"
@@ -74,4 +75,20 @@ func (s *Supervisor) ReconcileNetwork(ctx context.Context) ([]string, error) {
 		return nil, nil
 	}
 	return s.cfg.Network.Reconcile(ctx, k.netnsPinned)
+}
+
+// PublishedOn returns ports with addr as the host IP of every port that
+// has none: where a node with a publish address publishes them. An invalid
+// or unspecified addr leaves ports as they are (every address).
+func PublishedOn(ports []api.PortMapping, addr netip.Addr) []api.PortMapping {
+	out := slices.Clone(ports)
+	if !addr.IsValid() || addr.IsUnspecified() {
+		return out
+	}
+	for i := range out {
+		if out[i].HostIP == "" {
+			out[i].HostIP = addr.String()
+		}
+	}
+	return out
 }

@@ -46,6 +46,12 @@ type CNIConfig struct {
 	Outbound bool
 	// PluginDirs are searched for the CNI plugins, in order.
 	PluginDirs []string
+	// PublishAddress, when valid, is the node address that ports without
+	// a host IP ("8080:80") are published on; otherwise they are
+	// published on every address of the node. Several agents on one host
+	// (tests, a lab) each publish on their own address, so that two
+	// groups publishing the same port do not take each other's traffic.
+	PublishAddress netip.Addr
 	// StateDir holds the CNI result cache (StateDir/cache) and the
 	// host-local address records (StateDir/ipam): under the agent's state
 	// dir, never the global /var/lib/cni, so they survive a reboot with
@@ -158,7 +164,7 @@ func (n *cniNetwork) confList() ([]byte, error) {
 }
 
 func (n *cniNetwork) Setup(ctx context.Context, group, netnsPath string, spec *api.GroupSpec) (_ *Attachment, retErr error) {
-	ports := spec.PortMappings()
+	ports := PublishedOn(spec.PortMappings(), n.cfg.PublishAddress)
 	rec, err := n.cached(group)
 	if err != nil {
 		return nil, err

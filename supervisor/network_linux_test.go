@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -61,7 +62,7 @@ type testCNI struct {
 	stateDir string
 }
 
-func newTestCNI(t *testing.T) *testCNI {
+func newTestCNI(t *testing.T, opts ...func(*CNIConfig)) *testCNI {
 	t.Helper()
 	needCNI(t)
 	n := testBridgeSeq.Add(1)
@@ -69,8 +70,12 @@ func newTestCNI(t *testing.T) *testCNI {
 	subnet := netip.MustParsePrefix(fmt.Sprintf("10.%d.%d.0/24", 240+os.Getpid()%10, (os.Getpid()/10*7+int(n))%250))
 	dir := t.TempDir()
 	hadChains := iptablesChains(t)
-	nw, err := NewCNI(CNIConfig{Bridge: bridge, Subnet: subnet, PluginDirs: []string{"/usr/lib/cni"},
-		StateDir: filepath.Join(dir, "state", "cni"), Logger: slog.New(slog.DiscardHandler)})
+	cfg := CNIConfig{Bridge: bridge, Subnet: subnet, PluginDirs: []string{"/usr/lib/cni"},
+		StateDir: filepath.Join(dir, "state", "cni"), Logger: slog.New(slog.DiscardHandler)}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	nw, err := NewCNI(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -353,6 +358,52 @@ func TestCNIBridgeAttachPublishAndRelease(t *testing.T) {
 	}
 	if _, err := fetch(fmt.Sprintf("127.0.0.1:%d", hostPort)); err == nil {
 		t.Errorf("the published port still answers after Destroy")
+	}
+}
+
+// TestCNIPublishAddressKeepsTwoNodesApart: two agents on one host, each
+// with its own publish address, publish the same port without a host IP;
+// each address reaches its own group, and the status shows the address.
+func TestCNIPublishAddressKeepsTwoNodesApart(t *testing.T) {
+	ctx := context.Background()
+	port := freePort(t)
+	for i, addr := range []string{"127.0.0.68", "127.0.0.69"} {
+		tc := newTestCNI(t, func(c *CNIConfig) { c.PublishAddress = netip.MustParseAddr(addr) })
+		name := fmt.Sprintf("web%d", i)
+		sb, err := tc.sb.Ensure(ctx, bridgeSpec(name, fmt.Sprintf("%d:8080", port)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = tc.sb.Destroy(ctx, name) })
+		want := []api.PortMapping{{HostIP: addr, HostPort: port, ContainerPort: 8080, Protocol: api.ProtocolTCP}}
+		if !slices.Equal(sb.Network.Ports, want) {
+			t.Errorf("%s: ports %+v, want %+v", name, sb.Network.Ports, want)
+		}
+		serve(listenInNetns(t, sb.NetNSPath, "0.0.0.0:8080"), "hello from "+name)
+		// The same spec again: the attachment is kept, not replaced.
+		again, err := tc.sb.Ensure(ctx, bridgeSpec(name, fmt.Sprintf("%d:8080", port)))
+		if err != nil || again.Network.Address != sb.Network.Address {
+			t.Errorf("%s: second Ensure: %+v, %v; want the same attachment", name, again.Network, err)
+		}
+	}
+	for i, addr := range []string{"127.0.0.68", "127.0.0.69"} {
+		if got, err := fetch(net.JoinHostPort(addr, strconv.Itoa(port))); err != nil || got != fmt.Sprintf("hello from web%d", i) {
+			t.Errorf("%s:%d answered %q, %v; want web%d", addr, port, got, err, i)
+		}
+	}
+}
+
+func TestPublishedOn(t *testing.T) {
+	ports := []api.PortMapping{{HostPort: 80, ContainerPort: 8080, Protocol: api.ProtocolTCP},
+		{HostIP: "127.0.0.1", HostPort: 81, ContainerPort: 81, Protocol: api.ProtocolUDP}}
+	got := PublishedOn(ports, netip.MustParseAddr("192.0.2.7"))
+	if got[0].HostIP != "192.0.2.7" || got[1].HostIP != "127.0.0.1" || ports[0].HostIP != "" {
+		t.Errorf("PublishedOn 192.0.2.7: %+v (input now %+v)", got, ports)
+	}
+	for _, a := range []netip.Addr{{}, netip.IPv4Unspecified()} {
+		if got := PublishedOn(ports, a); !slices.Equal(got, ports) {
+			t.Errorf("PublishedOn %v: %+v, want the ports unchanged", a, got)
+		}
 	}
 }
 

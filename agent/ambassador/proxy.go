@@ -35,6 +35,7 @@ type Config struct {
 	Listener net.Listener
 	// Shards is the service's shard count, and ShardFunc its shard
 	// function (cluster.ShardOf); both are needed for balance = "shard".
+	// SetShards changes the count later (the service was re-sharded).
 	Shards    int
 	ShardFunc ShardFunc
 	// DialTimeout bounds each attempt to connect to a backend; default
@@ -86,6 +87,7 @@ type Proxy struct {
 	ctx    context.Context // ends at Close: cancels dials in progress
 	cancel context.CancelFunc
 
+	shards   atomic.Int64  // the service's shard count, for balance = "shard"
 	conns    atomic.Uint64 // new connections, for the split counter
 	accepted atomic.Uint64
 	dropped  atomic.Uint64
@@ -155,9 +157,22 @@ func New(cfg Config) (*Proxy, error) {
 	for _, name := range p.Services() {
 		p.services[name] = newService(name)
 	}
+	p.shards.Store(int64(cfg.Shards))
 	p.ctx, p.cancel = context.WithCancel(context.Background())
 	return p, nil
 }
+
+// SetShards changes the shard count of the service, for balance =
+// "shard": new connections map their key with it at once. A count below
+// 1 is ignored.
+func (p *Proxy) SetShards(n int) {
+	if n >= 1 {
+		p.shards.Store(int64(n))
+	}
+}
+
+// Shards returns the shard count new connections map their key with.
+func (p *Proxy) Shards() int { return int(p.shards.Load()) }
 
 // Services returns the services the proxy routes to: the main service
 // first, then the split services. The agent feeds SetBackends for each.
@@ -348,7 +363,7 @@ func (p *Proxy) handle(client net.Conn) {
 		}
 		head = data
 		if ok {
-			r.shard = p.cfg.ShardFunc(key, p.cfg.Shards)
+			r.shard = p.cfg.ShardFunc(key, p.Shards())
 		}
 	}
 

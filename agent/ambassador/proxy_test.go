@@ -384,6 +384,24 @@ func TestShardRoutesAKeyByItsFirstLine(t *testing.T) {
 	}
 }
 
+// TestSetShardsRemapsNewConnections: after a re-shard, new connections
+// map their key with the new count.
+func TestSetShardsRemapsNewConnections(t *testing.T) {
+	p, addr := startProxy(t, Config{Spec: spec(api.BalanceShard), Shards: 2, ShardFunc: testShardOf})
+	p.SetBackends("cache", shardBackends(t, 3))
+	if id, _ := exchange(t, addr, "", "k2\n"); !strings.HasPrefix(id, "s0r") {
+		t.Fatalf("k2 with 2 shards reached %q; want shard 0", id)
+	}
+	p.SetShards(0) // ignored
+	p.SetShards(3)
+	if p.Shards() != 3 {
+		t.Fatalf("Shards() = %d after SetShards(3)", p.Shards())
+	}
+	if id, _ := exchange(t, addr, "", "k2\n"); !strings.HasPrefix(id, "s2r") {
+		t.Errorf("k2 with 3 shards reached %q; want shard 2", id)
+	}
+}
+
 func TestShardRoutesAKeyByHTTPHeader(t *testing.T) {
 	s := spec(api.BalanceShard)
 	s.ShardHeader = "X-Tenant"
