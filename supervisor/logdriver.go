@@ -62,13 +62,18 @@ func decodeLogOptions(s string) (dir string, o LogOptions, err error) {
 	return dir, o, nil
 }
 
-// ContainerID is the containerd ID of a container of a group. Names are
-// DNS labels, which have no dots, so the ID splits back unambiguously.
+// ContainerID is the containerd ID of a container of a group. Container
+// names are DNS labels, which have no dots, so the ID splits back at its
+// last dot unambiguously, also for an allocation's group ("web.0").
 func ContainerID(group, container string) string { return group + "." + container }
 
 // SplitContainerID is the inverse of ContainerID.
 func SplitContainerID(id string) (group, container string, ok bool) {
-	return strings.Cut(id, ".")
+	i := strings.LastIndexByte(id, '.')
+	if i < 0 {
+		return "", "", false
+	}
+	return id[:i], id[i+1:], true
 }
 
 // LogPath is the current log file of a container.

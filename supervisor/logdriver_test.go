@@ -219,3 +219,17 @@ func TestReadLogsStopsOnCallbackError(t *testing.T) {
 		t.Errorf("err %v after %d calls; want the callback's error after 1", err, calls)
 	}
 }
+
+// TestSplitContainerIDOfAnAllocation: an allocation's group name has dots
+// ("web.0", "kv.s3.0"); the container name never has one.
+func TestSplitContainerIDOfAnAllocation(t *testing.T) {
+	for _, tt := range []struct{ group, container string }{{"web", "app"}, {"web.0", "app"}, {"kv.s3.0", "sidecar"}} {
+		g, c, ok := SplitContainerID(ContainerID(tt.group, tt.container))
+		if !ok || g != tt.group || c != tt.container {
+			t.Errorf("SplitContainerID(ContainerID(%q, %q)) = %q, %q, %v", tt.group, tt.container, g, c, ok)
+		}
+	}
+	if _, _, ok := SplitContainerID("nodot"); ok {
+		t.Error("an ID without a dot split")
+	}
+}
