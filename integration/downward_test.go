@@ -361,3 +361,40 @@ max_replicas = 3`))
 	code, body = downwardCall(t, st.NetNS, "POST", api.PathSelfReplicas, `{"replicas": 4}`)
 	wantError(t, "4 replicas", code, body, 400, "invalid", "1..3")
 }
+
+// TestDownwardExamplesRun applies the downward API examples as they are in
+// contrib/examples: whoami logs its own place; grow, applied with one
+// replica, grows itself to three.
+func TestDownwardExamplesRun(t *testing.T) {
+	a := startAgent(t, agentOpts{NodeName: "dw3"})
+	for _, f := range []string{"downward.toml", "cluster/downward.toml"} {
+		b, err := os.ReadFile(filepath.Join(env.RepoRoot, "contrib", "examples", f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		applyTOML(t, a, filepath.Base(f), string(b))
+	}
+	logHas := func(group, container, want string) func() (bool, error) {
+		return func() (bool, error) {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			var lines []string
+			if err := a.api().Logs(ctx, group, api.LogOptions{Container: container, Tail: -1}, func(e api.LogEntry) error {
+				lines = append(lines, e.Line)
+				return nil
+			}); err != nil {
+				return false, err
+			}
+			for _, l := range lines {
+				if strings.Contains(l, want) {
+					return true, nil
+				}
+			}
+			return false, fmt.Errorf("%s/%s log: %q", group, container, lines)
+		}
+	}
+	waitFor(t, 30*time.Second, "whoami logs its place", logHas("whoami", "app", `HTTP 200 {"group":"whoami","cluster":false,"node":"dw3"`))
+	waitClusterGroup(t, a, "grow", 60*time.Second, "grown to 3 replicas, ready", allReady(3))
+	waitFor(t, 10*time.Second, "grow.0's init container logs the new count", logHas("grow.0", "grow", `HTTP 200 {"group":"grow","replicas":3`))
+	waitFor(t, 10*time.Second, "grow.0's sidecar logs its place", logHas("grow.0", "self", `"allocation":"grow.0"`))
+}
