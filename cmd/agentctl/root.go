@@ -177,6 +177,7 @@ Exit codes: 0 success, 1 other failure, 2 usage error, 3 invalid input,
 	)
 	root.AddCommand(a.clusterCommands()...)
 	root.AddCommand(a.endpointsCommand())
+	root.AddCommand(a.queueCommand())
 	markRunErrors(root)
 	return root
 }
