@@ -618,7 +618,7 @@ func (p *progress) line(now time.Time) string {
 	if r := p.rate(); r > 0 {
 		fmt.Fprintf(&b, "  rate %.1f/s", r)
 		if left > 0 {
-			fmt.Fprintf(&b, "  ETA %s", (time.Duration(float64(left)/r*float64(time.Second))).Round(time.Second))
+			fmt.Fprintf(&b, "  ETA %s", (time.Duration(float64(left) / r * float64(time.Second))).Round(time.Second))
 		}
 	} else {
 		b.WriteString("  rate -")
