@@ -15,9 +15,11 @@ func (a *app) endpointsCommand() *cobra.Command {
 		Use:   "endpoints SERVICE",
 		Short: "List the ready endpoints of a service",
 		Long: `List the ready endpoints of SERVICE: every ready copy of the group named
-SERVICE, as GROUP NODE ADDRESS PORTS. ADDRESS is where the endpoint is
-reached from its node (the group's address on the node bridge, 127.0.0.1
-for network = "host"); PORTS are its published ports. A copy that is not
+SERVICE, as GROUP NODE ADDRESS PORTS: for a cluster group, its copies on
+every node. ADDRESS is where this node reaches the endpoint at its
+container ports (the group's address on the node bridge, 127.0.0.1 for
+network = "host"; "-" for a copy on another node); PORTS are its published
+ports, on another node with the address to connect to. A copy that is not
 ready is not listed. -o json prints the list.`,
 		Args:              cobra.ExactArgs(1),
 		ValidArgsFunction: a.completeOneGroup,
@@ -48,7 +50,7 @@ func printEndpoints(w io.Writer, eps []api.Endpoint) error {
 		for i, p := range e.Ports {
 			ports[i] = p.String()
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", e.Group, e.Node, e.Address, orDash(strings.Join(ports, ",")))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", e.Group, e.Node, orDash(e.Address), orDash(strings.Join(ports, ",")))
 	}
 	return tw.Flush()
 }
