@@ -67,6 +67,7 @@ func (a *Agent) downwardHandler(c caller) http.Handler {
 	route("GET "+api.PathSelf, a.handleSelf(c))
 	route("POST "+api.PathSelfReplicas, a.handleSelfReplicas(c))
 	route("GET "+api.PathEndpoints+"/{service}", a.handleEndpoints)
+	a.leaseRoutes(route, c)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, fmt.Errorf("the downward API has no route %s %s (GET %s lists the caller's place; see the README's Downward API section): %w",
 			r.Method, r.URL.Path, api.PathSelf, api.ErrNotFound))
@@ -150,11 +151,9 @@ func (a *Agent) selfView(id identity) api.Self {
 		s.Replicas = g.ReplicaCount()
 		s.MinReplicas, s.MaxReplicas = g.Spec.Placement.ReplicaBounds()
 	}
-	nodeAddr := map[string]string{}
+	nodes := map[string]raftstore.NodeInfo{}
 	for _, n := range a.cl.store.Nodes() {
-		if host, _, err := net.SplitHostPort(n.APIAddr); err == nil {
-			nodeAddr[n.Name] = host
-		}
+		nodes[n.Name] = n
 	}
 	for _, al := range a.cl.store.Allocations() {
 		if al.Group != id.Group {
@@ -167,7 +166,12 @@ func (a *Agent) selfView(id identity) api.Self {
 		case al.Node == a.cfg.NodeName:
 			p.Address, p.Ports = a.localAddress(al.ID)
 		default:
-			p.Address, p.Ports = nodeAddr[al.Node], publishedPorts(al.Spec)
+			// As endpoints.go reaches it: at its node's publish address,
+			// on its published ports.
+			p.Address = nodeAddress(nodes[al.Node])
+			if al.Spec != nil && al.Spec.EffectiveNetwork() == api.NetworkBridge {
+				p.Ports = remotePorts(al.Spec, p.Address)
+			}
 		}
 		s.Peers = append(s.Peers, p)
 	}
@@ -199,20 +203,6 @@ func (a *Agent) localAddress(name string) (string, []api.PortMapping) {
 		return "", nil
 	}
 	return st.Network.Address, st.Network.Ports
-}
-
-// publishedPorts are the ports a spec publishes on its node.
-func publishedPorts(spec *api.GroupSpec) []api.PortMapping {
-	if spec == nil {
-		return nil
-	}
-	var out []api.PortMapping
-	for _, s := range spec.Ports {
-		if p, err := api.ParsePort(s); err == nil {
-			out = append(out, p)
-		}
-	}
-	return out
 }
 
 // handleSelfReplicas serves POST /v1/self/replicas: the caller's cluster

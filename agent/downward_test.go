@@ -149,7 +149,7 @@ func TestSelfSaysWhoTheSocketIsFor(t *testing.T) {
 	if p0.Allocation != "web.0" || !p0.Self || !p0.Ready || p0.Node != "n1" {
 		t.Errorf("peer 0 = %+v, want web.0, self, ready, on n1", p0)
 	}
-	wantPorts := []api.PortMapping{{HostPort: 8080, ContainerPort: 80, Protocol: api.ProtocolTCP}}
+	wantPorts := []api.PortMapping{{HostIP: "10.0.0.2", HostPort: 8080, ContainerPort: 80, Protocol: api.ProtocolTCP}}
 	if p1.Allocation != "web.1" || p1.Self || p1.Ready || p1.Node != "n2" || p1.Address != "10.0.0.2" || fmt.Sprint(p1.Ports) != fmt.Sprint(wantPorts) {
 		t.Errorf("peer 1 = %+v, want web.1 not ready on n2 at 10.0.0.2 with ports %v", p1, wantPorts)
 	}

@@ -67,8 +67,8 @@ type Peer struct {
 	Ready bool `json:"ready"`
 	// Address is where the copy is reached from the caller: its address on
 	// the node bridge when it runs on the caller's node ("127.0.0.1" with
-	// network = "host"), else its node's address, where its published
-	// Ports are.
+	// network = "host"), else its node's publish address (as for
+	// endpoints), where its published Ports are.
 	Address string        `json:"address,omitempty"`
 	Ports   []PortMapping `json:"ports,omitempty"`
 	// Self marks the caller.
