@@ -1,7 +1,8 @@
 // Package raftstore is Berth's replicated state: the hashicorp/raft wiring,
 // the FSM that applies typed, versioned commands to an in-memory State
-// (cluster groups, allocations, nodes), snapshots, the log and stable
-// stores, and a watch API for changes.
+// (cluster groups, allocations, nodes, leases, work queues and their
+// items), snapshots, the log and stable stores, and a watch API for
+// changes.
 //
 // # What it owns, what it does not
 //
@@ -9,8 +10,12 @@
 // fsm.go), how the State is snapshotted and restored, how a member starts,
 // bootstraps, joins and stops (store.go, membership.go), and how readers
 // learn of changes (watch.go). It does not decide anything: placement,
-// rescheduling, when a node is dead, lease and queue rules belong to the
-// cluster package, which proposes commands on the leader. It does not
+// rescheduling, when a node is dead, when to campaign, renew or lease
+// items belong to the cluster package and the agent, which propose
+// commands on the leader. Only the deterministic rules of leases and
+// queues are here (lease.go, queue.go): who gets a lease and its fencing
+// token, which items a lease gets, retries and dead letters, all from the
+// times the commands carry. It does not
 // discover members (memberlist does, in cluster) and does not forward
 // writes to the leader: a follower's Apply returns a *NotLeaderError that
 // names the leader, and the cluster package forwards over the inter-agent
@@ -42,14 +47,14 @@
 // # Commands and versions
 //
 // A Command is {Version, Type, Time, Payload}. Types are numbered for good
-// (see CommandType); lease and queue types are declared and reserved. The
-// FSM rejects, with an error value and never a panic, a command it cannot
+// (see CommandType). The FSM rejects, with an error value and never a panic, a command it cannot
 // read: a newer Version, an unknown or reserved Type (errors.ErrUnsupported),
 // a malformed payload (api.ErrInvalid). Apply must compute the same state on
 // every member, so the FSM never reads a clock (UpdatedAt comes from
 // Command.Time) and a rejection is the same everywhere; a new command
 // version may only be proposed once every member's NodeInfo.Version reads
-// it. Snapshots are the State as JSON with a format number (SnapshotFormat).
+// it. Snapshots are the State as JSON with a format number (SnapshotFormat),
+// and the queues' items beside it.
 //
 // # Storage: raft-boltdb/v2
 //

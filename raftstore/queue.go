@@ -212,7 +212,8 @@ type ItemNack struct {
 
 // ExtendItem is the payload of CmdExtendItem: it moves the lease expiry
 // of items still leased with their token to Now + Visibility (default
-// the queue's visibility_timeout).
+// the queue's visibility_timeout). A lease that expired but was not
+// handed out again yet (no CmdLeaseItem since) is still extended.
 type ExtendItem struct {
 	Queue      string        `json:"queue"`
 	Items      []ItemToken   `json:"items"`
@@ -241,6 +242,18 @@ type RetryItem struct {
 	Queue string    `json:"queue"`
 	IDs   []uint64  `json:"ids,omitempty"`
 	Now   time.Time `json:"now,omitzero"`
+}
+
+// PutQueueFor returns the payload of the CmdPutQueue that defines g's
+// [queue]; false when g has none. The queue is named after g unless its
+// spec names it.
+func PutQueueFor(g *api.GroupSpec) (PutQueue, bool) {
+	if g.Queue == nil {
+		return PutQueue{}, false
+	}
+	spec := *g.Queue
+	spec.Name = spec.EffectiveName(g.Name)
+	return PutQueue{Name: spec.Name, Group: g.Name, Spec: spec}, true
 }
 
 func (p *PutQueue) validate() error {

@@ -81,6 +81,9 @@ func (p *Enqueue) apply(f *FSM, index uint64, cmd Command) (int, error) {
 		}
 	}
 	for _, data := range p.Items {
+		if len(data) == 0 {
+			data = nil // as a snapshot restores it
+		}
 		e := &itemEntry{QueueItem: QueueItem{
 			Queue: p.Queue, ID: q.NextID, State: api.ItemQueued, Data: data,
 			EnqueuedAt: now, EnqueueIndex: index, Index: index,
@@ -102,13 +105,13 @@ func (p *LeaseItem) apply(f *FSM, index uint64, cmd Command) (int, error) {
 		return 0, err
 	}
 	n := f.reclaim(&q, d, now, index)
-	max := cmp.Or(p.Max, 1)
-	if cap := q.Spec.EffectiveParallelism(); cap > 0 {
-		max = min(max, cap-d.leased)
+	want := cmp.Or(p.Max, 1)
+	if limit := q.Spec.EffectiveParallelism(); limit > 0 {
+		want = min(want, limit-d.leased) // the leases left all run past now
 	}
 	vis := cmp.Or(p.Visibility, q.Spec.EffectiveVisibility().D())
 	var got []uint64
-	for len(got) < max {
+	for len(got) < want {
 		e := d.popReady()
 		if e == nil {
 			break
@@ -189,7 +192,10 @@ func (p *AckItem) apply(f *FSM, index uint64, cmd Command) (int, error) {
 		if e.State == api.ItemDone {
 			continue // completion is recorded once
 		}
-		e.DoneAt, e.DoneIndex, e.DoneToken, e.Result, e.Index = now, index, a.Token, a.Result, index
+		e.DoneAt, e.DoneIndex, e.DoneToken, e.Index = now, index, a.Token, index
+		if len(a.Result) > 0 {
+			e.Result = a.Result
+		}
 		if a.Token == e.LeaseToken {
 			e.DoneAttempt, e.DoneNode, e.DoneWorker = e.Attempts, e.Node, e.Worker
 		} else {

@@ -62,9 +62,9 @@ func sameFSM(t *testing.T, a, b *FSM) {
 func TestQueueAndLeaseSnapshotRoundTrip(t *testing.T) {
 	r := queueRun(t, pullSpec())
 	r.ok(CmdLeaseAcquire, acquire("batch/leader", "batch-0", "n1", t0))
-	r.push("a", "b", "c", "d", "e", "f")
-	r.lease("w1", "n1", t0, 2)           // 1, 2 leased
-	it3 := r.lease("w2", "n2", t0, 1)[0] // 3 leased
+	r.push("a", "b", "c", "d", "e", "f", "") // an empty item too
+	r.lease("w1", "n1", t0, 2)               // 1, 2 leased
+	it3 := r.lease("w2", "n2", t0, 1)[0]     // 3 leased
 	r.ok(CmdAckItem, AckItem{Queue: "jobs", Now: t0, Acks: []ItemAck{{ID: 1, Token: r.item(1).LeaseToken, Result: []byte("r")}}})
 	r.ok(CmdNackItem, NackItem{Queue: "jobs", Now: t0, Nacks: []ItemNack{{ID: 3, Token: it3.LeaseToken, Error: "x"}}}) // 3 backing off
 	it4 := r.lease("w2", "n2", t0, 1)[0]

@@ -13,7 +13,7 @@ import (
 // QueueStats counts a queue's items by state.
 type QueueStats struct {
 	// Queued counts every queued item; Delayed those of them waiting out
-	// a retry backoff.
+	// a retry backoff (until the next CmdLeaseItem after its end).
 	Queued, Delayed, Leased, Done, Dead, Total int
 	FailedAttempts                             int64
 	// RecentDone completions happened from RecentSince to LastDoneAt

@@ -504,3 +504,21 @@ func TestQueueStatsRate(t *testing.T) {
 		t.Fatal("a rate from one completion")
 	}
 }
+
+func TestPutQueueFor(t *testing.T) {
+	g := &api.GroupSpec{Name: "thumbs", Queue: &api.QueueSpec{Mode: api.QueueContainer}}
+	p, ok := PutQueueFor(g)
+	if !ok || p.Name != "thumbs" || p.Group != "thumbs" || p.Spec.Name != "thumbs" || p.Spec.Mode != api.QueueContainer {
+		t.Fatalf("PutQueueFor = %+v, %v", p, ok)
+	}
+	g.Queue.Name = "images"
+	if p, _ := PutQueueFor(g); p.Name != "images" || p.Group != "thumbs" {
+		t.Fatalf("PutQueueFor with a named queue = %+v", p)
+	}
+	if _, err := NewCommand(CmdPutQueue, p); err != nil {
+		t.Fatalf("its command is refused: %v", err)
+	}
+	if _, ok := PutQueueFor(&api.GroupSpec{Name: "web"}); ok {
+		t.Fatal("a group without [queue] has a queue")
+	}
+}
