@@ -253,8 +253,8 @@ func (a *Agent) scaleSelf(ctx context.Context, id identity, n int) (api.Replicas
 	}
 	lo, hi := p.ReplicaBounds()
 	if n < lo || n > hi {
-		return api.ReplicasResult{}, fmt.Errorf("cluster group %q may set itself to %d..%d replicas ([placement] min_replicas = %d, max_replicas = %d; unset, each is replicas = %d), not %d: %w",
-			id.Group, lo, hi, lo, hi, p.ReplicaCount(), n, api.ErrInvalid)
+		return api.ReplicasResult{}, fmt.Errorf("cluster group %q may set itself to %d..%d replicas ([placement] min_replicas = %d, max_replicas = %d; each defaults to replicas), not %d: %w",
+			id.Group, lo, hi, lo, hi, n, api.ErrInvalid)
 	}
 	if _, err := a.propose(ctx, raftstore.CmdScaleGroup, raftstore.ScaleGroup{Name: id.Group, Replicas: n, Min: lo, Max: hi}); err != nil {
 		return api.ReplicasResult{}, err
