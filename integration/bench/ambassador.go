@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -333,6 +334,12 @@ func ambEcho() (net.Listener, error) {
 	if err != nil {
 		return nil, err
 	}
+	ambEchoOn(ln)
+	return ln, nil
+}
+
+// ambEchoOn serves the echo backend on ln until it is closed.
+func ambEchoOn(ln net.Listener) {
 	go func() {
 		for {
 			c, err := ln.Accept()
@@ -353,7 +360,6 @@ func ambEcho() (net.Listener, error) {
 			}()
 		}
 	}()
-	return ln, nil
 }
 
 // ambRelay serves the least a user-space TCP relay can do: accept, dial
@@ -396,9 +402,14 @@ func ambRelay(target string) (net.Listener, error) {
 // every request's latency, the wall time, and the CPU time of this
 // process and of pids meanwhile.
 func ambLoad(addr string, conns, requests int, pids []int) (ambResult, error) {
+	return ambLoadDial(func() (net.Conn, error) { return net.Dial("tcp", addr) }, conns, requests, pids)
+}
+
+// ambLoadDial is ambLoad with the connections made by dial.
+func ambLoadDial(dial func() (net.Conn, error), conns, requests int, pids []int) (ambResult, error) {
 	cs := make([]net.Conn, conns)
 	for i := range cs {
-		c, err := net.Dial("tcp", addr)
+		c, err := dial()
 		if err != nil {
 			return ambResult{}, err
 		}
@@ -518,4 +529,141 @@ func ambNoDelay(addr string) string {
 
 func ambMicros(d time.Duration) string {
 	return fmt.Sprintf("%.1fµs", float64(d)/float64(time.Microsecond))
+}
+
+// The agent's ambassador end to end: a group "amb-client" whose
+// [[ambassador]] on its 127.0.0.1:7000 goes to the group "amb-echo" on the
+// node bridge, run by the bench's agentd in the client group's network
+// namespace. The bench is the client (inside amb-client's namespace) and
+// the echo backend (inside amb-echo's); it measures the same 1 KiB round
+// trip straight to amb-echo's bridge address and through the ambassador.
+
+// agentAmbRows are the rows of the end-to-end measurement.
+type agentAmbRows struct {
+	conns          []int
+	direct, proxed []ambResult
+}
+
+// measureAgentAmbassador runs the end-to-end measurement through agentd.
+func (b *bench) measureAgentAmbassador(ctx context.Context, requests, rounds int) (_ *agentAmbRows, retErr error) {
+	const port = 7000
+	group := func(name, extra string) api.ApplyFile {
+		return api.ApplyFile{Name: name + ".toml", Content: fmt.Sprintf(`name = %q
+grace_period = "100ms"
+%s
+[[container]]
+name = "sleep"
+image = "berth.local/busybox:latest"
+command = ["sleep", "86400"]
+`, name, extra)}
+	}
+	ev := followEvents(ctx, b.api, "")
+	defer func() {
+		for _, g := range []string{"amb-client", "amb-echo"} {
+			if err := b.api.Delete(ctx, g, true); err != nil && retErr == nil {
+				retErr = err
+			}
+		}
+	}()
+	if _, err := b.api.Apply(ctx, api.ApplyRequest{Files: []api.ApplyFile{
+		group("amb-echo", ""),
+		group("amb-client", fmt.Sprintf("[[ambassador]]\nlisten = \"127.0.0.1:%d\"\nservice = \"amb-echo\"\n", port)),
+	}}); err != nil {
+		return nil, err
+	}
+	for _, g := range []string{"amb-echo", "amb-client"} {
+		if _, err := ev.started(ctx, g); err != nil {
+			return nil, err
+		}
+	}
+	echo, err := b.api.Get(ctx, "amb-echo")
+	if err != nil {
+		return nil, err
+	}
+	client, err := b.api.Get(ctx, "amb-client")
+	if err != nil {
+		return nil, err
+	}
+	if echo.Network == nil || echo.Network.Address == "" {
+		return nil, fmt.Errorf("amb-echo has no bridge address: %+v", echo.Network)
+	}
+	var ln net.Listener
+	if err := inNetns(echo.NetNS, func() error {
+		var err error
+		ln, err = net.Listen("tcp", fmt.Sprintf("0.0.0.0:%d", port))
+		return err
+	}); err != nil {
+		return nil, fmt.Errorf("echo in amb-echo's namespace: %w", err)
+	}
+	defer ln.Close()
+	ambEchoOn(ln)
+	dialIn := func(addr string) func() (net.Conn, error) {
+		return func() (net.Conn, error) {
+			var c net.Conn
+			err := inNetns(client.NetNS, func() error {
+				var err error
+				c, err = net.DialTimeout("tcp", addr, 2*time.Second)
+				return err
+			})
+			return c, err
+		}
+	}
+	direct := dialIn(net.JoinHostPort(echo.Network.Address, strconv.Itoa(port)))
+	proxied := dialIn(fmt.Sprintf("127.0.0.1:%d", port))
+	// The ambassador has its endpoint once amb-echo is ready: wait for
+	// a round trip through it.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		_, err := ambLoadDial(proxied, 1, 1, nil)
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("no round trip through the ambassador within 10s: %w", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	pids := []int{b.agent.Process.Pid}
+	r := &agentAmbRows{conns: []int{1, 16}}
+	r.direct, r.proxed = make([]ambResult, len(r.conns)), make([]ambResult, len(r.conns))
+	for _, conns := range r.conns { // warm up
+		for _, d := range []func() (net.Conn, error){direct, proxied} {
+			if _, err := ambLoadDial(d, conns, max(requests/10, 100), pids); err != nil {
+				return nil, err
+			}
+		}
+	}
+	for range rounds {
+		for i, conns := range r.conns {
+			res, err := ambLoadDial(direct, conns, requests/rounds, pids)
+			if err != nil {
+				return nil, fmt.Errorf("direct: %w", err)
+			}
+			r.direct[i].add(res)
+			if res, err = ambLoadDial(proxied, conns, requests/rounds, pids); err != nil {
+				return nil, fmt.Errorf("through the ambassador: %w", err)
+			}
+			r.proxed[i].add(res)
+		}
+	}
+	return r, nil
+}
+
+func (r *agentAmbRows) print() {
+	fmt.Printf("\nambassador in agentd, end to end: %d B → %d B, the client in group amb-client's network namespace, the echo backend in amb-echo's (node bridge)\n", ambMsg, ambMsg)
+	fmt.Printf("  %-44s %9s %9s %9s %10s %9s\n", "", "p50", "p90", "p99", "req/s", "CPU/req")
+	for i, conns := range r.conns {
+		for _, row := range []struct {
+			name string
+			res  ambResult
+		}{{fmt.Sprintf("%d conn, direct to amb-echo's address", conns), r.direct[i]}, {fmt.Sprintf("%d conn, 127.0.0.1 → agentd's ambassador", conns), r.proxed[i]}} {
+			res := row.res
+			fmt.Printf("    %-42s %9s %9s %9s %10.0f %9s\n", row.name, ambMicros(pct(res.lat, 50)), ambMicros(pct(res.lat, 90)),
+				ambMicros(pct(res.lat, 99)), res.rate(), ambMicros(res.cpu/time.Duration(res.requests)))
+		}
+		fmt.Printf("    %d conn: proxied/direct p50 %.3f (target ≤ 1.10), p99 %.3f, throughput %.3f; added p50 %s\n", conns,
+			ratio(r.proxed[i].lat, r.direct[i].lat, 50), ratio(r.proxed[i].lat, r.direct[i].lat, 99),
+			r.proxed[i].rate()/r.direct[i].rate(), ambMicros(pct(r.proxed[i].lat, 50)-pct(r.direct[i].lat, 50)))
+	}
+	fmt.Printf("  (CPU/req: the bench process, client and backend, plus agentd.)\n")
 }

@@ -69,6 +69,9 @@ func run(rounds, graceRounds int, keep bool) (retErr error) {
 		return err
 	}
 
+	if *netOnly {
+		return b.benchNetwork(ctx, rounds)
+	}
 	apply, err := b.measureApply(ctx, rounds)
 	if err != nil {
 		return fmt.Errorf("apply through agentd: %w", err)
@@ -199,7 +202,11 @@ func (b *bench) startAgent(ctx context.Context, addr string) error {
 	if err != nil {
 		return err
 	}
-	b.agent = exec.Command(b.agentd, "--node-name", "bench", "--state-dir", filepath.Join(b.dir, "state"),
+	cfg, err := b.agentConfig() // network.go: a bridge of its own
+	if err != nil {
+		return err
+	}
+	b.agent = exec.Command(b.agentd, "--config", cfg, "--node-name", "bench", "--state-dir", filepath.Join(b.dir, "state"),
 		"--run-dir", filepath.Join(b.dir, "run"), "--groups-dir", filepath.Join(b.dir, "groups"),
 		"--socket", b.socket, "--containerd-address", addr, "--namespace", agentNS,
 		"--managed-containerd", "never", "--log-level", "warn")
@@ -238,6 +245,9 @@ func (b *bench) cleanup(keep bool) error {
 	if b.client != nil {
 		_ = cleanDirect(namespaces.WithNamespace(ctx, directNS), b.client)
 		b.client.Close()
+	}
+	if err := cleanupNetwork(); err != nil {
+		errs = append(errs, err.Error())
 	}
 	if b.ctrd != nil {
 		_ = b.ctrd.Stop(10 * time.Second)

@@ -2,12 +2,16 @@ package main
 
 import (
 	"context"
+	"errors"
+	"flag"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/containerd/containerd/pkg/netns"
@@ -57,6 +61,11 @@ func (b *bench) benchNetwork(ctx context.Context, rounds int) error {
 		return fmt.Errorf("CNI alone: %w", err)
 	}
 	r.print()
+	amb, err := b.measureAgentAmbassador(ctx, *ambRequests, *ambRounds)
+	if err != nil {
+		return fmt.Errorf("ambassador in agentd: %w", err)
+	}
+	amb.print()
 	return nil
 }
 
@@ -175,4 +184,177 @@ func (r *networkResult) print() {
 	printRow("CNI alone: teardown, 1 port", r.cniTeardown)
 	printRow("CNI alone: setup, no ports", r.cniSetupNoPorts)
 	printRow("CNI alone: teardown, no ports", r.cniDown)
+}
+
+// netOnly is -network-only.
+var netOnly = flag.Bool("network-only", false, "after setup, run only the networking benchmarks (CNI per group, the agent's ambassador end to end); the ambassador micro-benchmark runs first as always")
+
+// The bench's agentd gets a node bridge and subnet of its own (never the
+// default berth0, which a real agent on this machine may use), and at the
+// end the bench removes what networking left on the host: the bridge, the
+// iptables rules that name it, and the portmap plugin's shared chains if
+// this run made them and nothing else uses them.
+
+// benchNet is the bench agent's network, set by agentConfig.
+var benchNet struct {
+	bridge string
+	subnet netip.Prefix
+	// chains are the CNI chains that existed before the bench started.
+	chains map[string]bool
+}
+
+// agentConfig writes the bench agent's agent.toml (its [network]) and
+// returns its path.
+func (b *bench) agentConfig() (string, error) {
+	benchNet.chains = cniChains()
+	benchNet.bridge = fmt.Sprintf("bba%d", os.Getpid()%1000000)
+	used, err := netlink.AddrList(nil, netlink.FAMILY_V4)
+	if err != nil {
+		return "", err
+	}
+	for k := 0; k < 250 && !benchNet.subnet.IsValid(); k++ {
+		p := netip.MustParsePrefix(fmt.Sprintf("10.%d.%d.0/24", 230+os.Getpid()%10, (os.Getpid()+k)%250))
+		free := true
+		for _, a := range used {
+			if ip, ok := netip.AddrFromSlice(a.IP.To4()); ok {
+				ones, _ := a.Mask.Size()
+				free = free && !netip.PrefixFrom(ip, ones).Masked().Overlaps(p)
+			}
+		}
+		if free {
+			benchNet.subnet = p
+		}
+	}
+	if !benchNet.subnet.IsValid() {
+		return "", fmt.Errorf("no free /24 in 10.230.0.0/15 for the bench agent's bridge")
+	}
+	path := filepath.Join(b.dir, "agent.toml")
+	cfg := fmt.Sprintf("[network]\nbridge = %q\nsubnet = %q\n", benchNet.bridge, benchNet.subnet)
+	return path, os.WriteFile(path, []byte(cfg), 0o644)
+}
+
+// cleanupNetwork removes the bench agent's bridge and rules once the
+// agent has stopped and its groups are gone.
+func cleanupNetwork() error {
+	if benchNet.bridge == "" {
+		return nil
+	}
+	var errs []error
+	if l, err := netlink.LinkByName(benchNet.bridge); err == nil {
+		if err := netlink.LinkDel(l); err != nil {
+			errs = append(errs, fmt.Errorf("delete bridge %s: %w", benchNet.bridge, err))
+		}
+	}
+	// Rules of groups whose teardown did not run (a failed bench).
+	comment := fmt.Sprintf(`name: \"%s\"`, benchNet.bridge)
+	for _, table := range []string{"nat", "filter"} {
+		out, err := exec.Command("iptables", "-w", "-t", table, "-S").Output()
+		if err != nil {
+			errs = append(errs, fmt.Errorf("iptables -t %s -S: %w", table, err))
+			continue
+		}
+		for _, line := range strings.Split(string(out), "\n") {
+			if strings.HasPrefix(line, "-A ") && strings.Contains(line, comment) {
+				args := append([]string{"-w", "-t", table, "-D"}, splitRule(strings.TrimPrefix(line, "-A "))...)
+				_ = exec.Command("iptables", args...).Run()
+			}
+		}
+	}
+	removeUnusedChains(benchNet.chains)
+	return errors.Join(errs...)
+}
+
+// cniChains lists the CNI chains of the nat and filter tables.
+func cniChains() map[string]bool {
+	out := map[string]bool{}
+	for _, table := range []string{"nat", "filter"} {
+		b, err := exec.Command("iptables", "-w", "-t", table, "-S").Output()
+		if err != nil {
+			continue
+		}
+		for _, l := range strings.Split(string(b), "\n") {
+			if f := strings.Fields(l); len(f) >= 2 && f[0] == "-N" && strings.HasPrefix(f[1], "CNI-") {
+				out[table+"/"+f[1]] = true
+			}
+		}
+	}
+	return out
+}
+
+// removeUnusedChains deletes the shared chains of the portmap and
+// firewall plugins that did not exist before (had) and hold no rule of
+// any group now, with the jumps to them.
+func removeUnusedChains(had map[string]bool) {
+	now := cniChains()
+	rules := func(table, chain string) []string {
+		b, _ := exec.Command("iptables", "-w", "-t", table, "-S", chain).Output()
+		var out []string
+		for _, l := range strings.Split(string(b), "\n") {
+			if strings.HasPrefix(l, "-A ") {
+				out = append(out, l)
+			}
+		}
+		return out
+	}
+	if now["nat/CNI-HOSTPORT-DNAT"] && !had["nat/CNI-HOSTPORT-DNAT"] && len(rules("nat", "CNI-HOSTPORT-DNAT")) == 0 {
+		for _, jump := range [][]string{
+			{"PREROUTING", "-m", "addrtype", "--dst-type", "LOCAL", "-j", "CNI-HOSTPORT-DNAT"},
+			{"OUTPUT", "-m", "addrtype", "--dst-type", "LOCAL", "-j", "CNI-HOSTPORT-DNAT"},
+			{"POSTROUTING", "-m", "comment", "--comment", "CNI portfwd requiring masquerade", "-j", "CNI-HOSTPORT-MASQ"},
+		} {
+			_ = exec.Command("iptables", append([]string{"-w", "-t", "nat", "-D"}, jump...)...).Run()
+		}
+		for _, c := range []string{"CNI-HOSTPORT-DNAT", "CNI-HOSTPORT-SETMARK", "CNI-HOSTPORT-MASQ"} {
+			if now["nat/"+c] && !had["nat/"+c] {
+				_ = exec.Command("iptables", "-w", "-t", "nat", "-F", c).Run()
+				_ = exec.Command("iptables", "-w", "-t", "nat", "-X", c).Run()
+			}
+		}
+	}
+	if now["filter/CNI-FORWARD"] && !had["filter/CNI-FORWARD"] {
+		busy := false
+		for _, l := range rules("filter", "CNI-FORWARD") {
+			busy = busy || !strings.Contains(l, "-j CNI-ADMIN")
+		}
+		if !busy {
+			_ = exec.Command("iptables", "-w", "-D", "FORWARD", "-m", "comment", "--comment", "CNI firewall plugin rules", "-j", "CNI-FORWARD").Run()
+			for _, c := range []string{"CNI-FORWARD", "CNI-ADMIN"} {
+				if !had["filter/"+c] {
+					_ = exec.Command("iptables", "-w", "-F", c).Run()
+					_ = exec.Command("iptables", "-w", "-X", c).Run()
+				}
+			}
+		}
+	}
+}
+
+// splitRule splits a rule as iptables -S prints it into arguments,
+// undoing its quotes (--comment "name: \"bba1\" id: \"web\"").
+func splitRule(line string) []string {
+	var args []string
+	var b strings.Builder
+	inQuote, escaped, have := false, false, false
+	for _, r := range line {
+		switch {
+		case escaped:
+			b.WriteRune(r)
+			escaped = false
+		case r == '\\' && inQuote:
+			escaped = true
+		case r == '"':
+			inQuote, have = !inQuote, true
+		case r == ' ' && !inQuote:
+			if have || b.Len() > 0 {
+				args = append(args, b.String())
+			}
+			b.Reset()
+			have = false
+		default:
+			b.WriteRune(r)
+		}
+	}
+	if have || b.Len() > 0 {
+		args = append(args, b.String())
+	}
+	return args
 }
