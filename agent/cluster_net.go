@@ -5,11 +5,13 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/berth-project/berth/api"
@@ -132,6 +134,7 @@ func (a *Agent) runMembership(ctx context.Context) error {
 	tick := time.NewTicker(500 * time.Millisecond)
 	defer tick.Stop()
 	lastChange := time.Now()
+	rc := newReconnector(a.cl.members, a.log)
 	for {
 		select {
 		case err := <-done:
@@ -146,7 +149,82 @@ func (a *Agent) runMembership(ctx context.Context) error {
 		case <-tick.C:
 		}
 		a.maybeBootstrap(lastChange)
+		rc.tick(time.Now())
 	}
+}
+
+// Reconnect backoff for dead members: the first try soon after the death,
+// then doubling up to the maximum, for as long as the member stays dead.
+const (
+	reconnectMin = 2 * time.Second
+	reconnectMax = 30 * time.Second
+)
+
+// rejoiner is what the reconnector needs of gossip.
+type rejoiner interface {
+	Members() []cluster.Member
+	Rejoin(addrs []string) (int, error)
+}
+
+// reconnector contacts dead members again (Serf's reconnect). Memberlist
+// never probes a member it declared dead, so when a partition heals both
+// sides stay dead to each other for good; a join with the dead member
+// exchanges the full state, each side refutes its own death, and both
+// are alive again within a second. Members that left are not contacted.
+// One rejoin runs at a time, off the membership loop (a dial to a member
+// that is really gone takes up to memberlist's TCP timeout).
+type reconnector struct {
+	m    rejoiner
+	log  *slog.Logger
+	next map[string]time.Time     // per dead member: its next try
+	wait map[string]time.Duration // and the backoff after it
+	busy atomic.Bool
+}
+
+func newReconnector(m rejoiner, log *slog.Logger) *reconnector {
+	return &reconnector{m: m, log: log, next: map[string]time.Time{}, wait: map[string]time.Duration{}}
+}
+
+// tick starts a rejoin of the dead members whose time has come.
+func (r *reconnector) tick(now time.Time) {
+	var addrs, names []string
+	dead := map[string]bool{}
+	for _, m := range r.m.Members() {
+		if m.State != raftstore.NodeDead || m.Addr == "" {
+			continue
+		}
+		dead[m.Name] = true
+		next, ok := r.next[m.Name]
+		if !ok {
+			r.next[m.Name], r.wait[m.Name] = now.Add(reconnectMin), reconnectMin
+			continue
+		}
+		if now.Before(next) || r.busy.Load() {
+			continue
+		}
+		r.wait[m.Name] = min(2*r.wait[m.Name], reconnectMax)
+		r.next[m.Name] = now.Add(r.wait[m.Name])
+		addrs, names = append(addrs, m.Addr), append(names, m.Name)
+	}
+	for name := range r.next {
+		if !dead[name] {
+			delete(r.next, name)
+			delete(r.wait, name)
+		}
+	}
+	if len(addrs) == 0 {
+		return
+	}
+	r.busy.Store(true)
+	go func() {
+		defer r.busy.Store(false)
+		n, err := r.m.Rejoin(addrs)
+		if n > 0 {
+			r.log.Info("reconnected to members declared dead", "members", names, "answered", n)
+			return
+		}
+		r.log.Debug("dead members still unreachable", "members", names, "err", err)
+	}()
 }
 
 // maybeBootstrap forms the first Raft configuration: when this server has

@@ -181,6 +181,21 @@ func (m *Membership) join(ctx context.Context) {
 	}
 }
 
+// Rejoin contacts the members at addrs (gossip host:port) once, as a join
+// does, and returns how many answered. Memberlist never contacts a member
+// it declared dead again, so after a partition heals both sides would
+// stay dead to each other; the agent calls Rejoin for its dead members
+// now and then (Serf's reconnect).
+func (m *Membership) Rejoin(addrs []string) (int, error) {
+	m.stopMu.Lock()
+	stopped := m.stopped
+	m.stopMu.Unlock()
+	if stopped { // a Join racing a Leave fails on its own
+		return 0, fmt.Errorf("rejoin: member has left: %w", api.ErrUnavailable)
+	}
+	return m.ml.Join(addrs)
+}
+
 // Members returns every member the local member has heard of, itself
 // included and sorted by name, with its last known state: members that
 // failed or left stay listed (dead, left) until they come back.

@@ -4,7 +4,10 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"os"
+	"os/exec"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -21,12 +24,15 @@ import (
 // namespace (one shared containerd), state dir and certificates from one
 // test CA.
 type testCluster struct {
-	t      testing.TB
+	t testing.TB
+	// Agents holds agent i, nil until it starts (clusterOpts.Start).
 	Agents []*agentProc
 	IPs    []string
 	TLSDir string
 	Key    string
 	opts   clusterOpts
+	// net is the agents' network when opts.Netns.
+	net *clusterNet
 }
 
 // clusterOpts shape a test cluster.
@@ -40,6 +46,17 @@ type clusterOpts struct {
 	Extra string
 	// Labels per agent index.
 	Labels map[int]map[string]string
+	// Cluster is added to every agent's [cluster] section
+	// ("voter_replace_after = \"3s\"").
+	Cluster string
+	// Start is how many agents (the first) startCluster starts; 0 means
+	// all N. The others start with c.startNode(i).
+	Start int
+	// Netns puts every agent in a network namespace of its own, on a
+	// bridge in a "switch" namespace, at 10.251.<k>.<i+1> instead of
+	// 127.0.0.<Base+i>: the test can cut an agent off (c.partition) and
+	// its traffic never leaves the test's namespaces.
+	Netns bool
 }
 
 // clusterNodeName names agent i.
@@ -59,7 +76,15 @@ func startCluster(t testing.TB, opts clusterOpts) *testCluster {
 	if opts.Base == 0 {
 		opts.Base = 20
 	}
+	if opts.Start == 0 {
+		opts.Start = opts.N
+	}
 	c := &testCluster{t: t, opts: opts, TLSDir: env.newDir(t, "tls")}
+	if opts.Netns {
+		// Registered before the agents start, so that its cleanup runs
+		// after theirs (t.Cleanup is last in, first out).
+		c.net = newClusterNet(t, opts.N)
+	}
 	key, err := cluster.GenerateKey()
 	if err != nil {
 		t.Fatal(err)
@@ -74,6 +99,9 @@ func startCluster(t testing.TB, opts clusterOpts) *testCluster {
 	}
 	for i := range opts.N {
 		ip := fmt.Sprintf("127.0.0.%d", opts.Base+i)
+		if c.net != nil {
+			ip = c.net.ip4(i)
+		}
 		c.IPs = append(c.IPs, ip)
 		cert, k, err := ca.Issue(pki.NodeCert{Name: clusterNodeName(i), IPs: []net.IP{net.ParseIP(ip)}, Client: true, Server: true})
 		if err != nil {
@@ -90,16 +118,34 @@ func startCluster(t testing.TB, opts clusterOpts) *testCluster {
 	if err := pki.WriteNode(c.TLSDir, "agentctl", cert, k, false); err != nil {
 		t.Fatal(err)
 	}
-	for i := range opts.N {
-		c.Agents = append(c.Agents, startAgent(t, agentOpts{
-			NodeName:  clusterNodeName(i),
-			Namespace: env.newNamespace(t),
-			Config:    c.agentConfig(i),
-		}))
+	c.Agents = make([]*agentProc, opts.N)
+	for i := range opts.Start {
+		c.startNode(i)
 	}
 	c.waitConverged(60 * time.Second)
 	return c
 }
+
+// startNode starts agent i for the first time (see clusterOpts.Start).
+func (c *testCluster) startNode(i int) *agentProc {
+	c.t.Helper()
+	if c.Agents[i] != nil {
+		c.t.Fatalf("agent %s started already", clusterNodeName(i))
+	}
+	o := agentOpts{
+		NodeName:  clusterNodeName(i),
+		Namespace: env.newNamespace(c.t),
+		Config:    c.agentConfig(i),
+	}
+	if c.net != nil {
+		o.Prefix = []string{"nsenter", "--net=" + c.net.path(c.net.agents[i]), "--"}
+	}
+	c.Agents[i] = startAgent(c.t, o)
+	return c.Agents[i]
+}
+
+// up reports whether agent i was started and runs.
+func (c *testCluster) up(i int) bool { return c.Agents[i] != nil && c.Agents[i].Running() }
 
 // agentConfig is agent i's agent.toml.
 func (c *testCluster) agentConfig(i int) string {
@@ -113,6 +159,7 @@ func (c *testCluster) agentConfig(i int) string {
 	}
 	fmt.Fprintf(&b, "[cluster]\nadvertise = %q\nbind_addr = %q\nencrypt_key = %q\ntls_dir = %q\n",
 		c.IPs[i], c.IPs[i], c.Key, c.TLSDir)
+	b.WriteString(c.opts.Cluster + "\n")
 	fmt.Fprintf(&b, "server = %t\n", i < c.opts.Servers)
 	if i < c.opts.Servers {
 		fmt.Fprintf(&b, "bootstrap_expect = %d\n", c.opts.BootstrapExpect)
@@ -138,13 +185,13 @@ func (c *testCluster) waitConverged(timeout time.Duration) {
 	waitFor(c.t, timeout, "cluster converged (one leader, all members alive)", func() (bool, error) {
 		leader := ""
 		running := map[string]bool{}
-		for i, a := range c.Agents {
-			if a.Running() {
+		for i := range c.Agents {
+			if c.up(i) {
 				running[clusterNodeName(i)] = true
 			}
 		}
 		for i, a := range c.Agents {
-			if !a.Running() {
+			if !c.up(i) {
 				continue
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
@@ -182,8 +229,8 @@ func (c *testCluster) waitConverged(timeout time.Duration) {
 // leader returns the index of the agent that leads Raft.
 func (c *testCluster) leader() int {
 	c.t.Helper()
-	for _, a := range c.Agents {
-		if !a.Running() {
+	for i, a := range c.Agents {
+		if !c.up(i) {
 			continue
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
@@ -211,7 +258,7 @@ outer:
 				continue outer
 			}
 		}
-		if a.Running() {
+		if c.up(i) {
 			return a
 		}
 	}
@@ -308,4 +355,105 @@ func nodesOf(g *api.ClusterGroup) map[string]int {
 		}
 	}
 	return out
+}
+
+// clusterNet is a test network of network namespaces: a "switch"
+// namespace holding a bridge, and one namespace per agent with an eth0
+// on that bridge (a veth pair whose other end, s<i>, is a bridge port in
+// the switch). Every name carries the test process's PID and a sequence
+// number, so that concurrent runs and tests never share one; the subnet
+// is 10.251.<k>.0/24, k from the same numbers. Nothing is routed out of
+// it: the agents reach each other and nothing else.
+type clusterNet struct {
+	t      testing.TB
+	prefix string
+	k      int
+	sw     string
+	agents []string
+}
+
+// clusterNetSeq numbers the test networks of this process.
+var clusterNetSeq atomic.Int64
+
+// newClusterNet makes the switch and n agent namespaces; t.Cleanup
+// deletes them all (and with them the bridge and the veths), also when
+// the test fails half way.
+func newClusterNet(t testing.TB, n int) *clusterNet {
+	t.Helper()
+	seq := clusterNetSeq.Add(1)
+	cn := &clusterNet{
+		t:      t,
+		prefix: fmt.Sprintf("bp%dx%d", os.Getpid(), seq),
+		k:      int((int64(os.Getpid())*7 + seq) % 250),
+	}
+	cn.sw = cn.prefix + "s"
+	t.Cleanup(cn.remove)
+	cn.ip("netns", "add", cn.sw)
+	cn.ip("-n", cn.sw, "link", "set", "lo", "up")
+	cn.ip("-n", cn.sw, "link", "add", "br0", "type", "bridge")
+	cn.ip("-n", cn.sw, "link", "set", "br0", "up")
+	for i := range n {
+		ns := fmt.Sprintf("%sa%d", cn.prefix, i)
+		cn.ip("netns", "add", ns)
+		cn.agents = append(cn.agents, ns)
+		port := cn.port(i)
+		cn.ip("-n", cn.sw, "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", ns)
+		cn.ip("-n", cn.sw, "link", "set", port, "master", "br0", "up")
+		cn.ip("-n", ns, "link", "set", "lo", "up")
+		cn.ip("-n", ns, "addr", "add", cn.ip4(i)+"/24", "dev", "eth0")
+		cn.ip("-n", ns, "link", "set", "eth0", "up")
+	}
+	return cn
+}
+
+// ip4 is agent i's address.
+func (cn *clusterNet) ip4(i int) string { return fmt.Sprintf("10.251.%d.%d", cn.k, i+1) }
+
+// port is agent i's bridge port in the switch namespace.
+func (cn *clusterNet) port(i int) string { return fmt.Sprintf("s%d", i) }
+
+// path is a namespace's bind mount, for nsenter --net.
+func (cn *clusterNet) path(ns string) string { return "/run/netns/" + ns }
+
+// ip runs one ip(8) command and fails the test when it fails.
+func (cn *clusterNet) ip(args ...string) {
+	cn.t.Helper()
+	if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+		cn.t.Fatalf("ip %s: %v: %s", strings.Join(args, " "), err, out)
+	}
+}
+
+// cut takes agent i off the switch (its port down: nothing passes either
+// way); mend puts it back.
+func (cn *clusterNet) cut(i int)  { cn.ip("-n", cn.sw, "link", "set", cn.port(i), "down") }
+func (cn *clusterNet) mend(i int) { cn.ip("-n", cn.sw, "link", "set", cn.port(i), "up") }
+
+// remove deletes the namespaces; the veths and the bridge go with them.
+func (cn *clusterNet) remove() {
+	for _, ns := range append([]string{cn.sw}, cn.agents...) {
+		if out, err := exec.Command("ip", "netns", "del", ns).CombinedOutput(); err != nil {
+			cn.t.Errorf("ip netns del %s: %v: %s", ns, err, out)
+		}
+	}
+	// A namespace lives on while a process is in it; every agent was
+	// stopped by its own cleanup (which ran before this one).
+	out, _ := exec.Command("ip", "netns", "list").Output()
+	if strings.Contains(string(out), cn.prefix) {
+		cn.t.Errorf("test namespaces left after cleanup: %s", out)
+	}
+}
+
+// partition cuts agent i off the others (see clusterNet).
+func (c *testCluster) partition(i int) {
+	c.t.Helper()
+	if c.net == nil {
+		c.t.Fatal("partition needs clusterOpts.Netns")
+	}
+	c.net.cut(i)
+}
+
+// heal undoes partition.
+func (c *testCluster) heal(i int) {
+	c.t.Helper()
+	c.net.mend(i)
 }

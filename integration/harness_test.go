@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -49,6 +50,9 @@ type agentOpts struct {
 	// passed with --config; the sections of baseAgentConfig (network)
 	// are added unless Config defines them.
 	Config string
+	// Prefix runs agentd through a command that execs it in place (same
+	// PID), e.g. nsenter --net=/run/netns/X.
+	Prefix []string
 }
 
 // agentProc is a running agentd. Its methods must be called from the
@@ -141,7 +145,8 @@ func (a *agentProc) start() {
 	defer log.Close()
 	a.starts++
 	fmt.Fprintf(log, "=== start %d: %s %s\n", a.starts, env.AgentdBin, strings.Join(a.args, " "))
-	cmd := exec.Command(env.AgentdBin, a.args...)
+	argv := append(append(slices.Clone(a.opts.Prefix), env.AgentdBin), a.args...)
+	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Stdout, cmd.Stderr = log, log
 	// Its own process group, as under systemd: ^C on the test does not
 	// reach it.
