@@ -435,6 +435,10 @@ func (r *runner) reconcile(ctx context.Context) bool {
 			}
 			r.everRunning = false
 			r.tracker.reset()
+		} else {
+			// Released from a hold, or running: from here the restart
+			// policy decides, and an end it decides is final.
+			r.stoppedOnRequest = false
 		}
 	}
 	if r.sandbox == nil && r.anyRunning() {
