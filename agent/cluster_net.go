@@ -268,11 +268,11 @@ func (a *Agent) maybeBootstrap(lastChange time.Time) {
 }
 
 // reconcileRaftServers keeps the Raft configuration as gossip sees it
-// (leader only): alive members that are not in it join, as voters while
-// fewer than five servers vote, else as non-voters; a member that left
-// gracefully is removed; a voter dead for longer than voter_replace_after
-// gives its vote to a live non-voter server, so the cluster keeps its
-// vote count.
+// (leader only): a member that left gracefully is removed; a voter dead
+// for longer than voter_replace_after gives its vote to a live non-voter
+// server (one dead voter per such candidate), so the cluster keeps its
+// vote count; alive servers join as voters while there are fewer than
+// voterTarget, every other alive member as a non-voter.
 func (a *Agent) reconcileRaftServers(ctx context.Context) {
 	servers, err := a.cl.store.Servers()
 	if err != nil {
@@ -299,14 +299,25 @@ func (a *Agent) reconcileRaftServers(ctx context.Context) {
 			delete(a.cl.deadSince, m.Name)
 		}
 	}
-	// Graceful leaves and long-dead voters with a replacement.
-	var candidates []cluster.Member
+	// The servers: voters in the configuration and alive server members.
+	var candidates []cluster.Member // alive servers without a vote
+	serverSet := map[string]bool{}
+	for _, s := range servers {
+		if s.Suffrage == raftstore.Voter {
+			serverSet[s.ID] = true
+		}
+	}
 	for _, m := range members {
-		s, in := conf[m.Name]
-		if m.State == raftstore.NodeAlive && m.Meta.Server && (!in || s.Suffrage != raftstore.Voter) {
+		if m.State != raftstore.NodeAlive || !m.Meta.Server {
+			continue
+		}
+		serverSet[m.Name] = true
+		if s, in := conf[m.Name]; !in || s.Suffrage != raftstore.Voter {
 			candidates = append(candidates, m)
 		}
 	}
+	// Graceful leaves, and long-dead voters with a replacement.
+	replaceable := len(candidates)
 	for _, s := range servers {
 		if s.ID == a.cfg.NodeName {
 			continue
@@ -315,17 +326,21 @@ func (a *Agent) reconcileRaftServers(ctx context.Context) {
 		switch {
 		case known && m.State == raftstore.NodeLeft:
 			a.changeRaft(ctx, "remove (left)", s.ID, func() error { return a.cl.store.RemoveServer(ctx, s.ID) })
+			delete(serverSet, s.ID)
 			if s.Suffrage == raftstore.Voter {
 				voters--
 			}
 		case known && m.State == raftstore.NodeDead && s.Suffrage == raftstore.Voter &&
-			now.Sub(a.cl.deadSince[s.ID]) > time.Duration(a.cfg.Cluster.VoterReplaceAfter) && len(candidates) > 0:
+			now.Sub(a.cl.deadSince[s.ID]) > time.Duration(a.cfg.Cluster.VoterReplaceAfter) && replaceable > 0:
 			a.changeRaft(ctx, "remove (dead voter, replaced)", s.ID, func() error { return a.cl.store.RemoveServer(ctx, s.ID) })
+			delete(serverSet, s.ID)
 			voters--
+			replaceable--
 		}
 	}
+	target := voterTarget(len(serverSet))
 	for _, m := range candidates {
-		if voters >= MaxVoters {
+		if voters >= target {
 			break
 		}
 		a.changeRaft(ctx, "add voter", m.Name, func() error { return a.cl.store.AddVoter(ctx, m.Name, m.Meta.RaftAddr) })
@@ -338,6 +353,20 @@ func (a *Agent) reconcileRaftServers(ctx context.Context) {
 		}
 		a.changeRaft(ctx, "add non-voter", m.Name, func() error { return a.cl.store.AddNonvoter(ctx, m.Name, m.Meta.RaftAddr) })
 	}
+}
+
+// voterTarget is how many of servers server candidates vote: as many as
+// there are, up to MaxVoters, but an odd number. An even count tolerates
+// no more failures than the odd count below it (4 voters need 3 for a
+// quorum, as 5 do; 3 need 2) and makes every write wait for one more
+// member, so the server beyond an odd count waits as a non-voter, ready
+// to take the vote of a voter that dies (voter_replace_after).
+func voterTarget(servers int) int {
+	n := min(servers, MaxVoters)
+	if n > 1 && n%2 == 0 {
+		n--
+	}
+	return max(n, 1)
 }
 
 func (a *Agent) changeRaft(ctx context.Context, what, id string, f func() error) {

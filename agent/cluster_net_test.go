@@ -112,3 +112,11 @@ func TestReconnectorRejoinsDeadMembersWithBackoff(t *testing.T) {
 		}
 	}
 }
+
+func TestVoterTargetIsOddAndAtMostFive(t *testing.T) {
+	for servers, want := range map[int]int{0: 1, 1: 1, 2: 1, 3: 3, 4: 3, 5: 5, 6: 5, 7: 5, 50: 5} {
+		if got := voterTarget(servers); got != want {
+			t.Errorf("voterTarget(%d) = %d, want %d", servers, got, want)
+		}
+	}
+}

@@ -72,6 +72,11 @@ import (
 // never exceeds LoadFactor (rounding up gave 1.11 at T = 512, M = 10);
 // it never drops below ⌈T/M⌉, below which the allocations would not fit.
 
+// ShardBound is the most allocations of a sharded group of total
+// allocations that one of members nodes holds under the default
+// LoadFactor, when a placement within it exists (see plan_shards.go).
+func ShardBound(total, members int) int { return shardBound(total, members, DefaultLoadFactor) }
+
 // shardBound is the most allocations of a group of total allocations one
 // of members nodes may hold.
 func shardBound(total, members int, loadFactor float64) int {
