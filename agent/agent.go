@@ -64,6 +64,9 @@ type Agent struct {
 	downward *downward
 	// amb runs the groups' ambassadors (ambassadors.go).
 	amb *ambassadorSet
+	// queues is the work queue machinery (queues.go, queue_worker.go).
+	queues     *queueSet
+	queuesOnce sync.Once
 
 	ready chan struct{}
 }
@@ -174,6 +177,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err := a.syncFiles(); err != nil {
 		a.log.Error("scan groups dir", "err", err)
 	}
+	a.restoreQueueRuns()
 	a.mu.Lock()
 	for _, name := range found {
 		g, ok := a.groups[name]
@@ -199,6 +203,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.mu.Unlock()
 
 	a.runCluster(ctx, eg.Go)
+	eg.Go(func() error { return a.runQueues(ctx) })
 	eg.Go(func() error { return a.watchFiles(ctx) })
 	eg.Go(func() error { return a.watchDependencies(ctx) })
 	eg.Go(func() error { return a.watchPressure(ctx) })

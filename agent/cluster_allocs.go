@@ -69,7 +69,7 @@ func (a *Agent) syncAllocations() {
 	caughtUp := a.cl.checkCaughtUp()
 	want := map[string]raftstore.Allocation{}
 	for _, al := range a.cl.store.NodeAllocations(a.cfg.NodeName) {
-		if al.Spec != nil {
+		if al.Spec != nil && !queueRunsItems(al.Spec) { // queue_worker.go runs those
 			want[al.ID] = al
 		}
 	}

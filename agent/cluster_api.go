@@ -214,7 +214,14 @@ func (a *Agent) applyCluster(ctx context.Context, specs []*api.GroupSpec, dryRun
 			res = append(res, r)
 			continue
 		}
-		if _, err := a.propose(ctx, raftstore.CmdPutGroup, raftstore.Group{Name: spec.Name, Spec: *spec}); err != nil {
+		err := a.checkGroupQueue(spec) // queue_define.go
+		if err == nil {
+			_, err = a.propose(ctx, raftstore.CmdPutGroup, raftstore.Group{Name: spec.Name, Spec: *spec})
+		}
+		if err == nil {
+			err = a.putGroupQueue(ctx, spec)
+		}
+		if err != nil {
 			done := make([]string, 0, len(res))
 			for _, r := range res {
 				done = append(done, r.Group)

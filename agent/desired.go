@@ -167,6 +167,9 @@ func (a *Agent) checkNodeRules(spec *api.GroupSpec) error {
 	if err := supervisor.CheckHostVolumes(spec, a.cfg.Volumes.HostPathPrefixes); err != nil {
 		return err
 	}
+	if err := checkQueueRules(spec); err != nil {
+		return err
+	}
 	_, err := a.priority(spec)
 	return err
 }

@@ -68,6 +68,7 @@ func (a *Agent) downwardHandler(c caller) http.Handler {
 	route("POST "+api.PathSelfReplicas, a.handleSelfReplicas(c))
 	route("GET "+api.PathEndpoints+"/{service}", a.handleEndpoints)
 	a.leaseRoutes(route, c)
+	a.queueRoutes(route, c)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, fmt.Errorf("the downward API has no route %s %s (GET %s lists the caller's place; see the README's Downward API section): %w",
 			r.Method, r.URL.Path, api.PathSelf, api.ErrNotFound))

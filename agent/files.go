@@ -127,7 +127,7 @@ func (a *Agent) syncFiles() error {
 	}
 	// Groups whose file is gone.
 	for name, g := range a.groups {
-		if g.Source == SourceAPI || g.Source == api.SourceCluster {
+		if g.Source == SourceAPI || g.Source == api.SourceCluster || g.Source == sourceQueue {
 			continue
 		}
 		if _, ok := seen[name]; !ok {

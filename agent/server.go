@@ -86,6 +86,7 @@ func (a *Agent) Handler() http.Handler {
 	route("POST "+api.PathImages+"/import", a.handleImport)
 	route("POST "+api.PathImages+"/pull", a.handlePull)
 	a.clusterRoutes(route)
+	a.queueAdminRoutes(route)
 	mux.Handle("GET /metrics", a.metrics.Handler())
 	return mux
 }
