@@ -62,6 +62,9 @@ type Agent struct {
 	cl *clusterRT
 	// downward serves each group's downward API socket (downward.go).
 	downward *downward
+	// leases is this node's side of leader election (leases.go).
+	leases     *leaseManager
+	leasesOnce sync.Once
 	// amb runs the groups' ambassadors (ambassadors.go).
 	amb *ambassadorSet
 	// queues is the work queue machinery (queues.go, queue_worker.go).
@@ -203,6 +206,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.mu.Unlock()
 
 	a.runCluster(ctx, eg.Go)
+	eg.Go(func() error { return a.runLeases(ctx) })
 	eg.Go(func() error { return a.runQueues(ctx) })
 	eg.Go(func() error { return a.watchFiles(ctx) })
 	eg.Go(func() error { return a.watchDependencies(ctx) })
