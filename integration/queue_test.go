@@ -381,7 +381,7 @@ command = ["sleep", "3600"]
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	_, err := a.api().Push(ctx, "small", [][]byte{[]byte("fine"), bytes.Repeat([]byte("x"), 2048)})
-	if !errors.Is(err, api.ErrInvalid) || !strings.Contains(err.Error(), "item 2 of 2 is 2KiB (2048 bytes), more than the queue's max_item_size of 1KiB") {
+	if !errors.Is(err, api.ErrInvalid) || !strings.Contains(err.Error(), "item 2 of 2 is 2KiB (2048 bytes), more than the queue's max_item_size of 1KiB (1024 bytes)") {
 		t.Errorf("oversized item through the API: %v", err)
 	}
 	if q := queueInfo(t, a, "small"); q.Status.Total != 0 {
