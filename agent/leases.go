@@ -25,14 +25,19 @@ import (
 //     holder's expiry plus the clock-drift margin (then retry). Failover
 //     therefore takes about TTL + margin after the holder's last renewal.
 //   - hold: the holder's agent renews every TTL/3 while the holder group is
-//     running and ready, and releases at once when it turns un-ready or
-//     stops. It considers the lease lost at (send time of the last
-//     successful renewal + TTL) on its own monotonic clock: the Raft expiry
-//     is that same send time + TTL, and a campaigner is granted only after
-//     expiry + margin by its clock, so the holder stops believing first.
+//     running and ready, and stops at once when it turns un-ready or stops.
+//     It considers the lease lost at (send time of the last successful
+//     renewal + TTL) on its own monotonic clock: the Raft expiry is that
+//     same send time + TTL, and a campaigner is granted only after expiry
+//     + margin by its clock, so the holder stops believing first.
 //     On loss, on_lose = "notify" tells the app (GET answers held = false,
 //     a long-poll returns, a LeaseLost event) and "restart" also restarts
 //     the holder group, so that a process that believed it led is gone.
+//     The lease is given back in Raft (a waiting campaigner is granted at
+//     once) as soon as nothing can still believe in it: when the holder
+//     resigns, when no container of its group runs any more (a stopped
+//     group, or the stop of a restart), else when its belief expires. A
+//     told holder that still runs hands over sooner by resigning.
 //   - recovery: a restarted agent adopts the leases Raft says its groups
 //     hold and keeps renewing them with the same token (or releases them).
 //   - node death: the Raft leader revokes the leases of nodes recorded dead.
@@ -108,9 +113,13 @@ type leaseGroups interface {
 	// holder returns the group's spec (nil when it is not defined here)
 	// and its state.
 	holder(group string) (*api.GroupSpec, holderState)
-	// restart restarts the group's containers (on_lose = "restart"); it
-	// may block until they are restarted.
-	restart(ctx context.Context, group, why string)
+	// stopped reports whether no container of the group runs (it may be
+	// defined, and start again later).
+	stopped(group string) bool
+	// restart restarts the group's containers (on_lose = "restart"),
+	// calling stopped once they are all gone, before they start again. It
+	// may block until then.
+	restart(ctx context.Context, group, why string, stopped func())
 }
 
 // leaseManager is this node's side of every lease: campaigns, the holds
@@ -573,15 +582,15 @@ func (m *leaseManager) renew(h *hold) {
 		}
 		now := time.Now()
 		if !now.Before(deadline) {
-			m.end(h, "it was not renewed before it expired", true, true)
+			m.end(h, "it was not renewed before it expired", true, releaseNow)
 			return
 		}
 		switch _, state := m.groups.holder(h.group); state {
 		case holderGone:
-			m.end(h, fmt.Sprintf("group %s stopped", h.group), true, false)
+			m.end(h, fmt.Sprintf("group %s stopped", h.group), false, releaseWhenStopped)
 			return
 		case holderNotReady:
-			m.end(h, fmt.Sprintf("group %s is not ready", h.group), true, true)
+			m.end(h, fmt.Sprintf("group %s is not ready", h.group), true, releaseWhenStopped)
 			return
 		case holderUnknown:
 			// Not renewed until the group's state is known (an event
@@ -590,10 +599,10 @@ func (m *leaseManager) renew(h *hold) {
 			continue
 		}
 		if l, ok := m.store.Lease(h.key); !ok {
-			m.end(h, "it was released or revoked (its node may have been declared dead)", false, true)
+			m.end(h, "it was released or revoked (its node may have been declared dead)", true, releaseNone)
 			return
 		} else if l.Holder != h.holder || l.Token != h.token {
-			m.end(h, fmt.Sprintf("it is held by %s with token %d", l.Holder, l.Token), false, true)
+			m.end(h, fmt.Sprintf("it is held by %s with token %d", l.Holder, l.Token), true, releaseNone)
 			return
 		}
 		waitUntil = next
@@ -615,7 +624,7 @@ func (m *leaseManager) renew(h *hold) {
 		case m.ctx.Err() != nil:
 			return
 		case errors.Is(err, raftstore.ErrLeaseLost) || errors.Is(err, api.ErrConflict):
-			m.end(h, "the renewal was refused: "+err.Error(), false, true)
+			m.end(h, "the renewal was refused: "+err.Error(), true, releaseNone)
 			return
 		default:
 			m.log.Warn("lease renewal failed; retrying until it expires", "key", h.key, "holder", h.holder,
@@ -638,21 +647,36 @@ func resetTimer(t *time.Timer, d time.Duration) {
 	t.Reset(max(d, 0))
 }
 
-// end ends h: it stops renewing; release proposes a release (in the
-// background, so that a waiting campaigner is granted at once); lost
-// applies the on_lose policy.
-func (m *leaseManager) end(h *hold, why string, release, lost bool) {
+// releaseMode says when a hold that ends gives its lease back in Raft.
+type releaseMode int
+
+const (
+	// releaseNone: Raft no longer names the holder (revoked, taken).
+	releaseNone releaseMode = iota
+	// releaseNow: nothing can believe in the lease any more (its holder
+	// resigned, or the deadline passed).
+	releaseNow
+	// releaseWhenStopped: as soon as no container of the holder's group
+	// runs, or at the deadline, whichever is first. A holder that is still
+	// running may not have heard yet that it lost the lease (it is told at
+	// once, and may resign to hand it over sooner): a new holder must not
+	// be granted while it can still believe it leads.
+	releaseWhenStopped
+)
+
+// end ends h: it stops renewing, gives the lease back as mode says (in
+// the background, so that a waiting campaigner is granted as soon as it
+// is safe) and, when lost, applies the on_lose policy.
+func (m *leaseManager) end(h *hold, why string, lost bool, mode releaseMode) {
 	m.mu.Lock()
 	if m.holds[h.key] != h {
 		m.mu.Unlock()
 		return
 	}
 	m.endLocked(h, why)
+	deadline := h.deadline
 	m.mu.Unlock()
 	m.broadcast()
-	if release {
-		go m.release(h.key, h.holder, h.token)
-	}
 	typ, reason, msg := api.EventNormal, "LeaseReleased", fmt.Sprintf("lease %s released by %s (token %d): %s", h.key, h.holder, h.token, why)
 	if lost {
 		typ, reason = api.EventWarning, "LeaseLost"
@@ -663,9 +687,45 @@ func (m *leaseManager) end(h *hold, why string, release, lost bool) {
 	}
 	m.log.Info(msg, "group", h.group)
 	m.publish(h.group, typ, reason, msg)
-	if lost && h.onLose == api.OnLoseRestart {
-		go m.groups.restart(m.ctx, h.group, msg)
+	restart := lost && h.onLose == api.OnLoseRestart
+	release := func() {
+		if mode != releaseNone {
+			m.release(h.key, h.holder, h.token)
+		}
 	}
+	switch {
+	case restart:
+		// The group's containers go first; the lease is given back before
+		// they start again.
+		go m.groups.restart(m.ctx, h.group, msg, release)
+	case mode == releaseNow:
+		go release()
+	case mode == releaseWhenStopped:
+		go m.releaseWhenStopped(h, deadline)
+	}
+}
+
+// releaseWhenStopped releases h's lease once no container of its group
+// runs, or at deadline.
+func (m *leaseManager) releaseWhenStopped(h *hold, deadline time.Time) {
+	timer := time.NewTimer(time.Until(deadline))
+	defer timer.Stop()
+	for {
+		changed := m.changes()
+		if m.groups.stopped(h.group) || !time.Now().Before(deadline) {
+			break
+		}
+		if l, ok := m.store.Lease(h.key); !ok || l.Holder != h.holder || l.Token != h.token {
+			return // resigned, revoked or taken meanwhile
+		}
+		select {
+		case <-m.ctx.Done():
+			return
+		case <-changed:
+		case <-timer.C:
+		}
+	}
+	m.release(h.key, h.holder, h.token)
 }
 
 // endLocked removes h and wakes whoever waits on it; m.mu held.
@@ -782,10 +842,11 @@ func (m *leaseManager) recover(leases []raftstore.Lease) {
 		group := cmp.Or(l.Allocation, l.Group)
 		spec, state := m.groups.holder(group)
 		if state == holderGone || state == holderNotReady {
-			msg := fmt.Sprintf("lease %s released by %s (token %d): group %s is %s after the agent restarted", l.Key, l.Holder, l.Token, group, state)
+			msg := fmt.Sprintf("lease %s given up by %s (token %d): group %s is %s after the agent restarted", l.Key, l.Holder, l.Token, group, state)
 			m.log.Info(msg)
 			m.publish(group, api.EventNormal, "LeaseReleased", msg)
-			go m.release(l.Key, l.Holder, l.Token)
+			h := &hold{key: l.Key, group: group, holder: l.Holder, token: l.Token}
+			go m.releaseWhenStopped(h, time.Now().Add(time.Until(l.Expiry)))
 			continue
 		}
 		ls := leaseSpec(spec, l.Name())

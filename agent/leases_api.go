@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/berth-project/berth/api"
@@ -345,12 +346,22 @@ func (g agentLeaseGroups) holder(name string) (*api.GroupSpec, holderState) {
 	return spec, holderGone // stopping, stopped, failed, evicted, deleting
 }
 
+// stopped reports whether no container of the group runs.
+func (g agentLeaseGroups) stopped(name string) bool {
+	st, ok := g.a.sup.Status(name)
+	return !ok || st.Running() == 0
+}
+
 // restart stops the group and starts it again (on_lose = "restart"), with
 // its full stop sequence, keeping its admission: only its containers go.
 // The stop is handed to the supervisor without being recorded as a stop
 // request, so that an agent that dies meanwhile starts the group again.
-func (g agentLeaseGroups) restart(ctx context.Context, name, why string) {
+// stopped is called once the group's containers are gone (or after the
+// grace period and more), before they start again.
+func (g agentLeaseGroups) restart(ctx context.Context, name, why string, stopped func()) {
 	a := g.a
+	stopped = sync.OnceFunc(stopped)
+	defer stopped() // at the latest
 	running := func(s api.GroupState) bool {
 		return s == api.GroupRunning || s == api.GroupStarting || s == api.GroupBackOff
 	}
@@ -371,9 +382,10 @@ func (g agentLeaseGroups) restart(ctx context.Context, name, why string) {
 		}
 		// The runner starts stopping at once, unless something pushed the
 		// group's state again before it saw the stop: then try again.
-		began := waitState(ctx, a, name, 2*time.Second, func(s api.GroupState) bool { return !running(s) })
+		began := waitState(ctx, a, name, 2*time.Second, func(st api.GroupStatus) bool { return !running(st.State) })
 		if began {
-			waitState(ctx, a, name, grace+30*time.Second, func(s api.GroupState) bool { return !running(s) && s != api.GroupStopping })
+			waitState(ctx, a, name, grace+30*time.Second, func(st api.GroupStatus) bool { return st.Running() == 0 })
+			stopped()
 		}
 		a.mu.Lock()
 		if e2, ok := a.groups[name]; ok && e2 == e && !e.Stopped {
@@ -389,14 +401,14 @@ func (g agentLeaseGroups) restart(ctx context.Context, name, why string) {
 
 // waitState waits until the group's state satisfies ok, timeout passes or
 // ctx ends, and reports whether it did.
-func waitState(ctx context.Context, a *Agent, name string, timeout time.Duration, ok func(api.GroupState) bool) bool {
+func waitState(ctx context.Context, a *Agent, name string, timeout time.Duration, ok func(api.GroupStatus) bool) bool {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	t := time.NewTicker(25 * time.Millisecond)
 	defer t.Stop()
 	for {
 		st, found := a.sup.Status(name)
-		if !found || ok(st.State) {
+		if !found || ok(st) {
 			return true
 		}
 		select {

@@ -37,10 +37,17 @@ func (f *fakeGroups) holder(g string) (*api.GroupSpec, holderState) {
 	return f.specs[g], f.states[g]
 }
 
-func (f *fakeGroups) restart(_ context.Context, g, _ string) {
+func (f *fakeGroups) stopped(g string) bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	return f.states[g] == holderGone
+}
+
+func (f *fakeGroups) restart(_ context.Context, g, _ string, stopped func()) {
+	f.mu.Lock()
 	f.restarts = append(f.restarts, g)
+	f.mu.Unlock()
+	stopped()
 }
 
 func (f *fakeGroups) set(g string, s holderState, spec *api.GroupSpec) {
@@ -301,6 +308,61 @@ func TestLeaseHolderThatTurnsUnreadyLosesIt(t *testing.T) {
 	if r := g2.restarted(); len(r) != 0 {
 		t.Errorf("a stopped holder was restarted: %v", r)
 	}
+}
+
+// TestLeaseUnreadyHolderThatStillRunsKeepsOthersOut: with on_lose =
+// "notify", a holder that turns un-ready is told at once, but nobody else
+// is granted the lease while it may still believe it holds it: until it
+// resigns (or stops, or its belief expires).
+func TestLeaseUnreadyHolderThatStillRunsKeepsOthersOut(t *testing.T) {
+	e := newLeaseEnv(t)
+	g1, g2 := newFakeGroups(), newFakeGroups()
+	ls := leaseSpec(spec(api.LeaseSpec{Name: "leader", TTL: api.Duration(time.Minute)}), "leader")
+	g1.set("app.0", holderReady, nil)
+	g1.set("app.9", holderReady, nil)
+	g2.set("app.1", holderReady, nil)
+	m1, _ := e.manager("n1", g1)
+	m2, _ := e.manager("n2", g2)
+	ctx := context.Background()
+	l1, err := m1.campaign(ctx, alloc("app.0"), ls, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g1.set("app.0", holderNotReady, nil)
+	e.poke("app.0")
+	waitUntil(t, "the holder is told", func() bool { return !m1.view(l1.Key, "leader", false, "app.0").Held })
+	if _, err := m2.campaign(ctx, alloc("app.1"), ls, 300*time.Millisecond); !errors.Is(err, api.ErrConflict) {
+		t.Fatalf("campaign while the un-ready holder still runs: %v, want a conflict", err)
+	}
+	if held, err := m1.resign(ctx, alloc("app.0"), l1.Key); !held || err != nil {
+		t.Fatalf("the told holder resigns: held %v, %v", held, err)
+	}
+	l2, err := m2.campaign(ctx, alloc("app.1"), ls, 5*time.Second)
+	if err != nil || l2.Holder != "app.1" {
+		t.Fatalf("after the resign: %+v, %v", l2, err)
+	}
+	if r := g1.restarted(); len(r) != 0 {
+		t.Errorf("on_lose = notify restarted %v", r)
+	}
+
+	// Same without a resign: the holder's containers stop.
+	ls9 := leaseSpec(spec(api.LeaseSpec{Name: "other", TTL: api.Duration(time.Minute)}), "other")
+	l9, err := m1.campaign(ctx, alloc("app.9"), ls9, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g1.set("app.9", holderNotReady, nil)
+	e.poke("app.9")
+	time.Sleep(200 * time.Millisecond)
+	if _, ok := e.store.Lease(l9.Key); !ok {
+		t.Fatal("released while the un-ready holder still runs")
+	}
+	g1.set("app.9", holderGone, nil)
+	e.poke("app.9")
+	waitUntil(t, "released once the holder stopped", func() bool {
+		_, ok := e.store.Lease(l9.Key)
+		return !ok
+	})
 }
 
 // TestLeaseRevokedIsLostAtOnce: a lease revoked in Raft (its node declared
