@@ -498,4 +498,18 @@ args = ["serve", "--listen", ":8080"]
 	if counts["web-v2"] != 20 {
 		t.Errorf("after the change to web-v2: %v; want only web-v2", counts)
 	}
+
+	// The proxy lives in agentd: after a restart the agent opens it again
+	// when it reattaches to the running group.
+	a.Restart()
+	waitFor(t, 20*time.Second, "the ambassador back after an agent restart", func() (bool, error) {
+		counts, _ := tally(t, st.NetNS, "", "127.0.0.1:9000", "/hostname", 5)
+		if counts["web-v2"] != 5 {
+			return false, fmt.Errorf("answers %v", counts)
+		}
+		return true, nil
+	})
+	if after := getGroup(t, a, "shop"); after.NetNS != st.NetNS || after.Restarts != st.Restarts {
+		t.Errorf("shop after the agent restart: netns %s, %d restarts; want the same group (%s, %d)", after.NetNS, after.Restarts, st.NetNS, st.Restarts)
+	}
 }
