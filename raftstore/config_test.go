@@ -19,7 +19,7 @@ func TestDefaultConfigIsTheEmbeddedDefault(t *testing.T) {
 		t.Fatal("the default is not a bootstrapping voter")
 	}
 	rc := cfg.raftConfig()
-	if rc.HeartbeatTimeout != 500*time.Millisecond || rc.ElectionTimeout != time.Second || rc.LeaderLeaseTimeout != 500*time.Millisecond {
+	if rc.HeartbeatTimeout != 300*time.Millisecond || rc.ElectionTimeout != 300*time.Millisecond || rc.LeaderLeaseTimeout != 300*time.Millisecond {
 		t.Fatalf("raft timeouts = %s/%s/%s, want LAN timings", rc.HeartbeatTimeout, rc.ElectionTimeout, rc.LeaderLeaseTimeout)
 	}
 	if string(rc.LocalID) != "node-a" || rc.Logger == nil {

@@ -2,11 +2,13 @@ package main
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -23,9 +25,10 @@ import (
 )
 
 // The cluster benchmarks of issue 6: node loss → replica Ready elsewhere,
-// Raft leader loss → new leader (real agentd processes on 127.0.0.4x
-// sharing the bench's containerd, one namespace each), Raft apply
-// throughput (three raftstore members on the TLS transport, in process),
+// Raft leader loss → new leader (real agentd processes on 127.0.0.41-43,
+// -cluster-ip-base, sharing the bench's containerd, one namespace each),
+// Raft apply throughput (three raftstore members on the TLS transport, in
+// process, on the next three addresses),
 // and the shard simulation (moves and load for N = 3..10).
 
 type benchNode struct {
@@ -54,7 +57,7 @@ func (b *bench) startBenchCluster(ctx context.Context, n int) (*benchCluster, er
 		return nil, err
 	}
 	for i := range n {
-		nd := &benchNode{name: fmt.Sprintf("c%d", i+1), ip: fmt.Sprintf("127.0.0.%d", 41+i), ns: fmt.Sprintf("berth-bench-c%d", i+1)}
+		nd := &benchNode{name: fmt.Sprintf("c%d", i+1), ip: fmt.Sprintf("127.0.0.%d", *clusterIPBase+i), ns: fmt.Sprintf("berth-bench-c%d", i+1)}
 		nd.dir = filepath.Join(b.dir, nd.name)
 		cert, k, err := ca.Issue(pki.NodeCert{Name: nd.name, IPs: []net.IP{net.ParseIP(nd.ip)}, Client: true, Server: true})
 		if err != nil {
@@ -214,9 +217,13 @@ func (c *benchCluster) stop() {
 
 type clusterResult struct {
 	nodeLoss, leaderLoss []time.Duration
-	nodeLossLeader       int
-	throughput           map[int]float64
-	shards               []cluster.ShardResult
+	// stableTerms counts the term changes seen in a quiet window after
+	// the trials (false elections), watched for stableFor.
+	stableTerms    int
+	stableFor      time.Duration
+	nodeLossLeader int
+	throughput     map[int]float64
+	shards         []cluster.ShardResult
 }
 
 // measureCluster runs the cluster benchmarks.
@@ -321,6 +328,21 @@ readiness = { http = { path = "/ready", port = 8080 }, period = "200ms", timeout
 			return nil, err
 		}
 	}
+	// No false elections: with every agent up, the term must not move.
+	res.stableFor = *clusterQuiet
+	first, err := c.live()[0].api.Raft(ctx)
+	if err != nil {
+		return nil, err
+	}
+	term := first.Term
+	for end := time.Now().Add(res.stableFor); time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
+		for _, nd := range c.live() {
+			if info, err := nd.api.Raft(ctx); err == nil && info.Term > term {
+				res.stableTerms += int(info.Term - term)
+				term = info.Term
+			}
+		}
+	}
 	return res, nil
 }
 
@@ -358,7 +380,7 @@ func raftThroughput(dir string, writers int) (float64, error) {
 	}()
 	for i := range 3 {
 		name := fmt.Sprintf("r%d", i+1)
-		ip := fmt.Sprintf("127.0.0.%d", 51+i)
+		ip := fmt.Sprintf("127.0.0.%d", *clusterIPBase+3+i)
 		cert, k, err := ca.Issue(pki.NodeCert{Name: name, IPs: []net.IP{net.ParseIP(ip)}, Client: true, Server: true})
 		if err != nil {
 			return 0, err
@@ -428,11 +450,18 @@ func raftThroughput(dir string, writers int) (float64, error) {
 }
 
 func (r *clusterResult) print() {
-	fmt.Printf("\nCluster (3 agentd processes on 127.0.0.41-43, one containerd)\n")
+	fmt.Printf("\nCluster (3 agentd processes on 127.0.0.%d-%d, one containerd)\n", *clusterIPBase, *clusterIPBase+2)
 	fmt.Printf("  node loss → replica Ready elsewhere (%d trials, %d of them the leader's node): p50 %s, max %s   (target ≤ 5s)\n",
 		len(r.nodeLoss), r.nodeLossLeader, sec(pct(r.nodeLoss, 50)), sec(pct(r.nodeLoss, 100)))
 	fmt.Printf("  Raft leader loss → new leader seen by a follower (%d trials): p50 %s, max %s   (target ≤ 1s)\n",
 		len(r.leaderLoss), sec(pct(r.leaderLoss, 50)), sec(pct(r.leaderLoss, 100)))
+	sorted := slices.Sorted(slices.Values(r.leaderLoss))
+	var all []string
+	for _, d := range sorted {
+		all = append(all, sec(d))
+	}
+	fmt.Printf("    every trial: %s\n", strings.Join(all, " "))
+	fmt.Printf("  false elections: %d term changes in %s with every agent up\n", r.stableTerms, r.stableFor)
 	keys := make([]int, 0, len(r.throughput))
 	for k := range r.throughput {
 		keys = append(keys, k)
@@ -452,3 +481,20 @@ func (r *clusterResult) print() {
 }
 
 func sec(d time.Duration) string { return fmt.Sprintf("%.2fs", d.Seconds()) }
+
+// clusterOnly is -cluster-only: the bench's setup, then the cluster
+// benchmarks alone (with -cluster-trials trials).
+var (
+	clusterOnly   = flag.Bool("cluster-only", false, "run only the cluster benchmarks (node loss, leader loss, Raft throughput, shard moves)")
+	clusterQuiet  = flag.Duration("cluster-quiet", 20*time.Second, "after the leader-loss trials, how long to watch the Raft term for false elections")
+	clusterIPBase = flag.Int("cluster-ip-base", 41, "the cluster benchmarks use 127.0.0.<base> to <base+5>: three agents, then three Raft members")
+)
+
+func (b *bench) clusterOnly(ctx context.Context) error {
+	cr, err := b.measureCluster(ctx, max(clusterTrials, 1))
+	if err != nil {
+		return fmt.Errorf("cluster: %w", err)
+	}
+	cr.print()
+	return nil
+}
