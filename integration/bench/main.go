@@ -29,7 +29,7 @@ func main() {
 	flag.DurationVar(&fpIdle, "idle", 60*time.Second, "window of the idle CPU measurement")
 	flag.IntVar(&clusterTrials, "cluster-trials", 10, "trials of the node-loss and leader-loss measurements (0 skips the cluster benchmarks)")
 	flag.Parse()
-	if !*clusterOnly {
+	if !*clusterOnly && !*leaseOnly {
 		ambassadorFirst() // needs neither root nor containerd; alone with -ambassador-only
 	}
 	if err := run(*rounds, *graceRounds, *keep); err != nil {
@@ -72,6 +72,9 @@ func run(rounds, graceRounds int, keep bool) (retErr error) {
 	}
 	if *clusterOnly {
 		return b.clusterOnly(ctx)
+	}
+	if *leaseOnly {
+		return b.leaseBenchOnly(ctx) // lease.go
 	}
 
 	if *netOnly {
@@ -119,6 +122,11 @@ func run(rounds, graceRounds int, keep bool) (retErr error) {
 			return fmt.Errorf("cluster: %w", err)
 		}
 		cr.print()
+	}
+	if *leaseTrials > 0 {
+		if err := b.leaseBenchOnly(ctx); err != nil {
+			return err
+		}
 	}
 	if fpGroups > 0 {
 		fp, err := b.measureFootprint(ctx, fpGroups, max(fpScale, fpGroups), 10, fpIdle)
