@@ -375,3 +375,47 @@ func TestLeaseSharedAcrossGroupsAndRestartOnLose(t *testing.T) {
 	g.netns = st.NetNS
 	waitOneHolder(t, []candidate{g}, 0, 20*time.Second, "gamma's lease after the restart")
 }
+
+// TestLeaseExamplesRun applies the leader election examples as they are in
+// contrib/examples: the local singleton is granted its lease (its log says
+// so), and of the three copies of the cluster group exactly one holds the
+// lease, which the leader-elector endpoint names.
+func TestLeaseExamplesRun(t *testing.T) {
+	a := startAgent(t, agentOpts{NodeName: "ex"})
+	for _, f := range []string{"leader-election.toml", "cluster/leader-election.toml"} {
+		b, err := os.ReadFile(filepath.Join(env.RepoRoot, "contrib", "examples", f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		applyTOML(t, a, filepath.Base(f), string(b))
+	}
+	waitFor(t, 60*time.Second, "singleton logs its grant", func() (bool, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		var lines []string
+		if err := a.api().Logs(ctx, "singleton", api.LogOptions{Container: "app", Tail: -1}, func(e api.LogEntry) error {
+			lines = append(lines, e.Line)
+			return nil
+		}); err != nil {
+			return false, err
+		}
+		for _, l := range lines {
+			if strings.HasPrefix(l, "granted leader token ") && strings.Contains(l, "holder singleton@ex") {
+				return true, nil
+			}
+		}
+		return false, fmt.Errorf("log: %q", lines)
+	})
+	waitClusterGroup(t, a, "elect", 60*time.Second, "3 copies ready", allReady(3))
+	var cs []candidate
+	for i := range 3 {
+		id := fmt.Sprintf("elect.%d", i)
+		st := waitGroup(t, a, id, 30*time.Second, "running", allRunning)
+		cs = append(cs, candidate{name: id, agent: a, node: -1, netns: st.NetNS})
+	}
+	h, _, _ := waitOneHolder(t, cs, 0, 20*time.Second, "elect")
+	code, body := nsDo(t, cs[0].netns, "GET", "http://127.0.0.1:8080/elector", "")
+	if want := fmt.Sprintf(`{"name":%q}`, h.name); code != 200 || strings.TrimSpace(body) != want {
+		t.Errorf("GET / from elect.0: %d %s, want %s", code, body, want)
+	}
+}
