@@ -171,6 +171,18 @@ run: demo-not-running deps build images ## start the demo: agentd in the backgro
 			echo "added group file $(OUT)/demo/groups.d/$${f##*/}"
 		fi
 	done
+	# Cluster groups ([placement]) are not files of groups.d: they go
+	# through agentctl into the Raft state of the demo's one-node cluster
+	# (the embedded default), whose scheduler places them on this node.
+	# Like the files above, one that exists already (an earlier run,
+	# perhaps changed or scaled since) stays as it is.
+	have=$$($(DEMO_AGENTCTL) get | awk '/^CLUSTER GROUP/ { c = 1; next } c && NF { print $$1 }')
+	for f in contrib/examples/cluster/*.toml; do
+		name=$$(sed -n 's/^name *= *"\(.*\)".*/\1/p' "$$f" | head -n 1)
+		if ! grep -qxF -- "$$name" <<<"$$have"; then
+			$(DEMO_AGENTCTL) apply -f "$$f"
+		fi
+	done
 	sleep 5
 	echo
 	echo "\$$ $(DEMO_HINT) get"
@@ -186,6 +198,8 @@ run: demo-not-running deps build images ## start the demo: agentd in the backgro
 	echo "  $(DEMO_HINT) describe web"
 	echo "  $(DEMO_HINT) logs -f web"
 	echo "  $(DEMO_HINT) events -f"
+	echo "  $(DEMO_HINT) shards cache       the shard map of the cluster group cache"
+	echo "  $(DEMO_HINT) scale hello --replicas 2"
 	echo "  make stop          stop agentd; the groups keep running"
 	echo "  make clean-demo    delete the groups, stop agentd and containerd, remove the demo's files"
 
