@@ -102,7 +102,18 @@ func (w *queueWorker) save(run *itemRun) error {
 	if err != nil {
 		return err
 	}
-	return writeFileAtomic(filepath.Join(w.runsDir(), run.Name+".json"), data, 0o600)
+	// Atomic but not synced: a record must survive agentd, not the
+	// machine, whose crash takes the item's containers with it (the item
+	// then comes back when its lease expires).
+	path := filepath.Join(w.runsDir(), run.Name+".json")
+	if err := os.MkdirAll(w.runsDir(), 0o700); err != nil {
+		return err
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, data, 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
 }
 
 // restoreQueueRuns puts back the groups of the item runs an earlier agent
@@ -306,10 +317,7 @@ func (w *queueWorker) finish(run *itemRun, why string) {
 	} else {
 		gone = a.sup.Remove(run.Name)
 	}
-	delete(a.prev, run.Name)
-	if err := a.savePersistedLocked(); err != nil {
-		a.log.Error("save agent state", "err", err)
-	}
+	delete(a.prev, run.Name) // the next save of the agent's state forgets it
 	a.mu.Unlock()
 	w.mu.Lock()
 	delete(w.runs, run.Name)

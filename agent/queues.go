@@ -172,11 +172,19 @@ func (a *Agent) queueWrite(who func(*http.Request) (queueCaller, error), owner b
 }
 
 // lookupQueue returns queue name. A queue this member does not know yet
-// may have just been created through another agent: it waits for the
-// leader's commit index before it says the queue does not exist.
+// may have just been created through another agent, or this agent has
+// just started and not replayed the log yet: it waits (a little) until it
+// caught up with the leader before it says the queue does not exist.
 func (a *Agent) lookupQueue(ctx context.Context, name string) (raftstore.Queue, error) {
 	if q, ok := a.cl.store.Queue(name); ok {
 		return q, nil
+	}
+	for deadline := time.Now().Add(3 * time.Second); !a.cl.checkCaughtUp() && time.Now().Before(deadline); {
+		select {
+		case <-ctx.Done():
+			return raftstore.Queue{}, context.Cause(ctx)
+		case <-time.After(20 * time.Millisecond):
+		}
 	}
 	if st := a.cl.store.Stats(); st.CommitIndex > st.FSMIndex {
 		wctx, cancel := context.WithTimeout(ctx, 2*time.Second)

@@ -409,3 +409,60 @@ image = "berth.local/busybox:latest"
 		t.Errorf("a local group with [queue]: %v", err)
 	}
 }
+
+// TestQueueItemsSurviveAgentCrash kills agentd (SIGKILL) while two items
+// run in container mode and starts it again: the items' containers kept
+// running, the new agent reattaches to them and acks them, and no item
+// runs twice.
+func TestQueueItemsSurviveAgentCrash(t *testing.T) {
+	shared := env.newDir(t, "crash")
+	a := startAgent(t, agentOpts{NodeName: "solo", Flags: map[string]string{"--host-path-prefix": shared}})
+	applyTOML(t, a, "slow.toml", strings.Replace(containerQueueGroup("slow", shared, 1, 2),
+		`args = ["queue-item", "--record", "/log/exec.log"]`, `args = ["queue-item", "--record", "/log/exec.log", "--work", "3s"]`, 1))
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if _, err := a.api().Push(ctx, "slow", [][]byte{[]byte("one"), []byte("two"), []byte("three"), []byte("four")}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 20*time.Second, "two item groups running", func() (bool, error) {
+		running := 0
+		for _, name := range []string{"slow_1", "slow_2"} {
+			if st, err := a.api().Get(ctx, name); err == nil && st.State == api.GroupRunning {
+				running++
+			}
+		}
+		return running == 2, nil
+	})
+	a.Kill()
+	a.start()
+	waitFor(t, 40*time.Second, "every item done", func() (bool, error) {
+		q := queueInfo(t, a, "slow")
+		return q.Status.Done == 4, fmt.Errorf("%+v", q.Status)
+	})
+	for _, it := range allItems(t, a, "slow") {
+		if it.Attempts != 1 || it.DoneAttempt != 1 {
+			t.Errorf("item %d: %d attempts, done at attempt %d: want the first, reattached", it.ID, it.Attempts, it.DoneAttempt)
+		}
+	}
+	log, err := os.ReadFile(filepath.Join(shared, "exec.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, item := range []string{"one", "two", "three", "four"} {
+		if n := strings.Count(string(log), " "+item+"\n"); n != 1 {
+			t.Errorf("item %q ran %d times, want once:\n%s", item, n, log)
+		}
+	}
+	waitFor(t, 20*time.Second, "no item groups left", func() (bool, error) {
+		gs, err := a.api().List(ctx)
+		if err != nil {
+			return false, err
+		}
+		for _, g := range gs {
+			if strings.HasPrefix(g.Name, "slow_") {
+				return false, fmt.Errorf("%s is %s", g.Name, g.State)
+			}
+		}
+		return true, nil
+	})
+}

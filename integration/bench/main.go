@@ -29,7 +29,7 @@ func main() {
 	flag.DurationVar(&fpIdle, "idle", 60*time.Second, "window of the idle CPU measurement")
 	flag.IntVar(&clusterTrials, "cluster-trials", 10, "trials of the node-loss and leader-loss measurements (0 skips the cluster benchmarks)")
 	flag.Parse()
-	if !*clusterOnly && !*leaseOnly {
+	if !*queueOnly {
 		ambassadorFirst() // needs neither root nor containerd; alone with -ambassador-only
 	}
 	if err := run(*rounds, *graceRounds, *keep); err != nil {
@@ -70,11 +70,8 @@ func run(rounds, graceRounds int, keep bool) (retErr error) {
 	if err := b.setup(ctx); err != nil {
 		return err
 	}
-	if *clusterOnly {
-		return b.clusterOnly(ctx)
-	}
-	if *leaseOnly {
-		return b.leaseBenchOnly(ctx) // lease.go
+	if *queueOnly {
+		return b.queueBenchOnly(ctx)
 	}
 
 	if *netOnly {
@@ -123,10 +120,12 @@ func run(rounds, graceRounds int, keep bool) (retErr error) {
 		}
 		cr.print()
 	}
-	if *leaseTrials > 0 {
-		if err := b.leaseBenchOnly(ctx); err != nil {
-			return err
+	if *queueItems > 0 {
+		qr, err := b.measureQueues(ctx) // queue.go
+		if err != nil {
+			return fmt.Errorf("queues: %w", err)
 		}
+		qr.print()
 	}
 	if fpGroups > 0 {
 		fp, err := b.measureFootprint(ctx, fpGroups, max(fpScale, fpGroups), 10, fpIdle)
