@@ -738,6 +738,13 @@ func (m *leaseManager) endLocked(h *hold, why string) {
 // release proposes the release of key by holder with token; it changes
 // nothing when the lease has moved on.
 func (m *leaseManager) release(key, holder string, token uint64) {
+	m.mu.Lock()
+	h := m.holds[key]
+	again := h != nil && h.holder == holder && h.token == token
+	m.mu.Unlock()
+	if again {
+		return // the holder campaigned again and got the same grant back
+	}
 	ctx, cancel := context.WithTimeout(m.ctx, releaseTimeout)
 	defer cancel()
 	if _, err := m.propose(ctx, raftstore.CmdLeaseRelease, raftstore.LeaseRelease{Key: key, Holder: holder, Token: token}); err != nil && m.ctx.Err() == nil {

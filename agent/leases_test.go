@@ -365,6 +365,39 @@ func TestLeaseUnreadyHolderThatStillRunsKeepsOthersOut(t *testing.T) {
 	})
 }
 
+// TestLeaseRegainedAfterUnreadyIsNotReleasedLate: a holder that turned
+// un-ready and ready again campaigns and gets its grant back (same token:
+// nobody else held it meanwhile); the release scheduled for its old
+// belief's end must not drop the new hold.
+func TestLeaseRegainedAfterUnreadyIsNotReleasedLate(t *testing.T) {
+	e := newLeaseEnv(t)
+	g1 := newFakeGroups()
+	g1.set("app.0", holderReady, nil)
+	m1, _ := e.manager("n1", g1)
+	ctx := context.Background()
+	ls := leaseSpec(spec(api.LeaseSpec{Name: "leader", TTL: api.Duration(time.Second)}), "leader")
+	l1, err := m1.campaign(ctx, alloc("app.0"), ls, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g1.set("app.0", holderNotReady, nil)
+	e.poke("app.0")
+	waitUntil(t, "the holder is told", func() bool { return !m1.view(l1.Key, "leader", false, "app.0").Held })
+	g1.set("app.0", holderReady, nil)
+	e.poke("app.0")
+	l2, err := m1.campaign(ctx, alloc("app.0"), ls, 5*time.Second)
+	if err != nil || l2.Token != l1.Token {
+		t.Fatalf("campaign again: %+v, %v; want token %d back", l2, err, l1.Token)
+	}
+	time.Sleep(1500 * time.Millisecond) // past the first belief's end
+	if cur, ok := e.store.Lease(l1.Key); !ok || cur.Token != l1.Token {
+		t.Fatalf("the regained lease was dropped: %+v %v", cur, ok)
+	}
+	if v := m1.view(l1.Key, "leader", false, "app.0"); !v.Held {
+		t.Fatalf("regained lease not held: %+v", v)
+	}
+}
+
 // TestLeaseRevokedIsLostAtOnce: a lease revoked in Raft (its node declared
 // dead, its allocation deleted) is lost by its holder at once, notify
 // tells without restarting.
