@@ -133,12 +133,12 @@ type leaseManager struct {
 	propose proposeFunc
 	groups  leaseGroups
 	events  *Events
-	// caughtUp reports whether this member applied what the leader had
-	// committed when it first heard from it; recovery waits for it.
-	caughtUp func() bool
 
 	started chan struct{} // closed by Run once ctx is set
 	ctx     context.Context
+	// recovered is closed once this node's leases were adopted after the
+	// agent started (recover).
+	recovered chan struct{}
 
 	mu sync.Mutex
 	// holds are the leases held by this node's groups, by key.
@@ -173,12 +173,15 @@ type hold struct {
 	// done is closed when the hold ends; why says how (under mu).
 	done chan struct{}
 	why  string
+	// adopted: found in Raft after an agent start; renewed at once.
+	adopted bool
 }
 
-func newLeaseManager(node string, log *slog.Logger, store leaseStore, propose proposeFunc, groups leaseGroups, events *Events, caughtUp func() bool) *leaseManager {
+func newLeaseManager(node string, log *slog.Logger, store leaseStore, propose proposeFunc, groups leaseGroups, events *Events) *leaseManager {
 	return &leaseManager{
-		node: node, log: log, store: store, propose: propose, groups: groups, events: events, caughtUp: caughtUp,
+		node: node, log: log, store: store, propose: propose, groups: groups, events: events,
 		started:   make(chan struct{}),
+		recovered: make(chan struct{}),
 		holds:     map[string]*hold{},
 		acquiring: map[string]int{},
 		changed:   make(chan struct{}),
@@ -188,8 +191,9 @@ func newLeaseManager(node string, log *slog.Logger, store leaseStore, propose pr
 
 // Run watches the Raft state and this node's group events until ctx ends:
 // it wakes waiters when a lease changes, pokes the keepers of holds whose
-// group changed, adopts this node's leases once the state caught up after
-// a start, and on the Raft leader revokes the leases of dead nodes. When
+// group changed, adopts this node's leases once its state holds what was
+// committed before the start (sync), and on the Raft leader revokes the
+// leases of dead nodes. When
 // ctx ends the holds stop being renewed without being released: a
 // restarted agent adopts them again.
 func (m *leaseManager) Run(ctx context.Context) error {
@@ -202,10 +206,20 @@ func (m *leaseManager) Run(ctx context.Context) error {
 	defer tick.Stop()
 	seen := map[string]uint64{} // key → index of the lease last seen
 	recovered := false
+	synced := make(chan struct{})
+	go m.sync(ctx, synced)
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-synced:
+			synced = nil
+			leases := m.store.Leases()
+			m.recover(leases)
+			recovered = true
+			close(m.recovered)
+			m.broadcast()
+			continue
 		case _, ok := <-watch:
 			if !ok {
 				return nil // the store closed
@@ -227,12 +241,53 @@ func (m *leaseManager) Run(ctx context.Context) error {
 			m.pokeAll("")
 			m.broadcast()
 		}
-		if !recovered && m.caughtUp() {
-			recovered = true
-			m.recover(leases)
-		}
-		if m.store.IsLeader() {
+		if m.store.IsLeader() && recovered {
 			m.revokeDead(ctx, leases)
+		}
+	}
+}
+
+// recoveryWait bounds how long a request waits for the adoption of this
+// node's leases after an agent start (the state catching up).
+const recoveryWait = 10 * time.Second
+
+// waitRecovered waits until this node's leases were adopted after the
+// agent started, at most recoveryWait: until then a holder would be told
+// it does not hold a lease its agent is about to renew.
+func (m *leaseManager) waitRecovered(ctx context.Context) {
+	t := time.NewTimer(recoveryWait)
+	defer t.Stop()
+	select {
+	case <-m.recovered:
+	case <-t.C:
+	case <-ctx.Done():
+	}
+}
+
+// syncKey is the (never held) lease that sync releases.
+var syncKey = raftstore.LeaseKey("", "berth-agent-start", true)
+
+// sync makes sure this member's state holds everything the cluster
+// committed before the agent started, then closes done: it writes a
+// command that changes nothing (the release of a lease nobody holds)
+// through the leader, and the proposer returns once this member applied
+// it, so everything committed before is applied too. A member's own view
+// of "caught up" can stall after a restart (entries that never reach the
+// state machine, such as a new leader's no-op, count in the commit index),
+// and a write cannot.
+func (m *leaseManager) sync(ctx context.Context, done chan<- struct{}) {
+	for ctx.Err() == nil {
+		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		_, err := m.propose(cctx, raftstore.CmdLeaseRelease, raftstore.LeaseRelease{Key: syncKey, Holder: m.node, Token: 1})
+		cancel()
+		if err == nil {
+			close(done)
+			return
+		}
+		m.log.Debug("lease state sync failed; retrying", "err", err)
+		select {
+		case <-ctx.Done():
+		case <-time.After(leaseRetry):
 		}
 	}
 }
@@ -493,7 +548,7 @@ func (m *leaseManager) acquire(ctx context.Context, c leaseCaller, ls api.LeaseS
 	if !ok || l.Holder != c.holder {
 		return raftstore.Lease{}, fmt.Errorf("lease %s changed right after the grant: %w", key, api.ErrConflict)
 	}
-	h, fresh := m.keep(l, c.local, ls, send.Add(ttl))
+	h, fresh := m.keep(l, c.local, ls, send.Add(ttl), false)
 	if fresh {
 		m.log.Info("lease granted", "key", key, "holder", c.holder, "token", l.Token)
 		m.publish(h.group, api.EventNormal, "LeaseGranted",
@@ -505,7 +560,7 @@ func (m *leaseManager) acquire(ctx context.Context, c leaseCaller, ls api.LeaseS
 // keep records a hold of l by group and starts renewing it; when the
 // node already keeps l (same holder and token) it extends the deadline
 // and reports fresh = false.
-func (m *leaseManager) keep(l raftstore.Lease, group string, ls api.LeaseSpec, deadline time.Time) (h *hold, fresh bool) {
+func (m *leaseManager) keep(l raftstore.Lease, group string, ls api.LeaseSpec, deadline time.Time, adopted bool) (h *hold, fresh bool) {
 	m.mu.Lock()
 	if old := m.holds[l.Key]; old != nil {
 		if old.holder == l.Holder && old.token == l.Token {
@@ -519,7 +574,7 @@ func (m *leaseManager) keep(l raftstore.Lease, group string, ls api.LeaseSpec, d
 		m.endLocked(old, fmt.Sprintf("replaced by %s (token %d)", l.Holder, l.Token))
 	}
 	h = &hold{key: l.Key, name: ls.Name, group: group, holder: l.Holder, token: l.Token, ttl: ls.TTL.D(),
-		onLose: ls.OnLose, deadline: deadline, poke: make(chan struct{}, 1), done: make(chan struct{})}
+		onLose: ls.OnLose, deadline: deadline, poke: make(chan struct{}, 1), done: make(chan struct{}), adopted: adopted}
 	m.holds[l.Key] = h
 	m.mu.Unlock()
 	m.broadcast()
@@ -564,6 +619,9 @@ func (m *leaseManager) holdOf(key string) (holder string, token uint64, deadline
 func (m *leaseManager) renew(h *hold) {
 	period := h.ttl / 3
 	next := time.Now().Add(period)
+	if h.adopted {
+		next = time.Now()
+	}
 	timer := time.NewTimer(period)
 	defer timer.Stop()
 	waitUntil := next
@@ -595,7 +653,10 @@ func (m *leaseManager) renew(h *hold) {
 		case holderUnknown:
 			// Not renewed until the group's state is known (an event
 			// pokes us); the deadline still holds.
-			waitUntil = deadline
+			waitUntil = now.Add(period)
+			if deadline.Before(waitUntil) {
+				waitUntil = deadline
+			}
 			continue
 		}
 		if l, ok := m.store.Lease(h.key); !ok {
@@ -860,15 +921,10 @@ func (m *leaseManager) recover(leases []raftstore.Lease) {
 		ls.Shared = l.Shared()
 		// Believe what the previous run believed: the expiry it wrote,
 		// stamped with this node's clock.
-		h, fresh := m.keep(l, group, ls, time.Now().Add(time.Until(l.Expiry)))
-		if fresh {
+		if _, fresh := m.keep(l, group, ls, time.Now().Add(time.Until(l.Expiry)), true); fresh {
 			m.log.Info("lease adopted after an agent restart", "key", l.Key, "holder", l.Holder, "token", l.Token)
 			m.publish(group, api.EventNormal, "LeaseAdopted",
 				fmt.Sprintf("lease %s kept by %s with token %d after the agent restarted", l.Key, l.Holder, l.Token))
-			select {
-			case h.poke <- struct{}{}:
-			default:
-			}
 		}
 	}
 }

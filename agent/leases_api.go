@@ -21,7 +21,7 @@ import (
 func (a *Agent) leaseMgr() *leaseManager {
 	a.leasesOnce.Do(func() {
 		a.leases = newLeaseManager(a.cfg.NodeName, a.log.With("component", "leases"), a.cl.store, a.propose,
-			agentLeaseGroups{a}, a.events, a.cl.checkCaughtUp)
+			agentLeaseGroups{a}, a.events)
 	})
 	return a.leases
 }
@@ -61,6 +61,7 @@ func (a *Agent) leaseRequest(c caller, r *http.Request, sub string) (leaseCaller
 	if err := checkLeaseName(name); err != nil {
 		return leaseCaller{}, api.LeaseSpec{}, "", err
 	}
+	a.leaseMgr().waitRecovered(r.Context())
 	lc, spec, err := a.leaseCallerOf(c)
 	if err != nil {
 		return leaseCaller{}, api.LeaseSpec{}, "", err
@@ -84,6 +85,7 @@ func (a *Agent) handleLeases(c caller) http.HandlerFunc {
 			writeError(w, err)
 			return
 		}
+		a.leaseMgr().waitRecovered(r.Context())
 		if lc, err = lc.withSubHolder(r.URL.Query().Get("holder")); err != nil {
 			writeError(w, err)
 			return
@@ -245,6 +247,7 @@ func (a *Agent) handleElector(c caller) http.HandlerFunc {
 		}
 		ls := leaseSpec(spec, name)
 		m := a.leaseMgr()
+		m.waitRecovered(r.Context())
 		m.elect(lc, ls)
 		v := m.view(lc.leaseKey(ls), ls.Name, ls.Shared, lc.holder)
 		writeJSON(w, http.StatusOK, api.ElectorAnswer{Name: v.Holder})

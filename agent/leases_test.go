@@ -101,7 +101,7 @@ func (e *leaseEnv) propose(ctx context.Context, typ raftstore.CommandType, paylo
 // manager starts a lease manager for node; cancel stops it the way an
 // agent stops (holds are left in Raft, not released).
 func (e *leaseEnv) manager(node string, groups *fakeGroups) (*leaseManager, func()) {
-	m := newLeaseManager(node, slog.New(slog.DiscardHandler), e.store, e.propose, groups, e.events, func() bool { return true })
+	m := newLeaseManager(node, slog.New(slog.DiscardHandler), e.store, e.propose, groups, e.events)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { m.Run(ctx); close(done) }()
@@ -541,7 +541,7 @@ func TestLeaseRoutesOnTheDownwardSocket(t *testing.T) {
 		groups.set(g, holderReady, a.groups[g].Spec)
 	}
 	a.mu.Unlock()
-	a.leases = newLeaseManager("n1", a.log, a.cl.store, a.propose, groups, a.events, func() bool { return true })
+	a.leases = newLeaseManager("n1", a.log, a.cl.store, a.propose, groups, a.events)
 	a.leasesOnce.Do(func() {})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})

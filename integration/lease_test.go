@@ -419,3 +419,31 @@ func TestLeaseExamplesRun(t *testing.T) {
 		t.Errorf("GET / from elect.0: %d %s, want %s", code, body, want)
 	}
 }
+
+// TestLeaseKeptAcrossAgentRestart: the holder's agentd is killed (kill -9;
+// its containers keep running) and started again. The new agentd adopts
+// the lease from the Raft state and renews it with the same token: the app
+// keeps believing it holds it past the expiry it knew when its agent died,
+// and the log has that one token throughout.
+func TestLeaseKeptAcrossAgentRestart(t *testing.T) {
+	shared, volumes := sharedDir(t)
+	a := startAgent(t, agentOpts{NodeName: "rs", Config: volumes})
+	applyTOML(t, a, "keep.toml", leaseGroupTOML("keep", "", "[[lease]]\nname = \"leader\"\nttl = \"3s\"", shared))
+	st := waitGroup(t, a, "keep", 60*time.Second, "running", allRunning)
+	cand := candidate{name: "keep", agent: a, node: -1, netns: st.NetNS}
+	_, b1, _ := waitOneHolder(t, []candidate{cand}, 0, 20*time.Second, "keep's lease")
+	killed := time.Now()
+	a.Kill()
+	a.start()
+	// Past the end of every belief the dead agent could have given out.
+	end := killed.Add(3*time.Second + 500*time.Millisecond)
+	time.Sleep(time.Until(end) + 500*time.Millisecond)
+	b2, err := cand.belief(t)
+	if err != nil || !b2.Held || b2.Token != b1.Token {
+		t.Fatalf("after the agent restart: %+v %v, want held with token %d", b2, err, b1.Token)
+	}
+	tenures := checkNoOverlap(t, filepath.Join(shared, "log"))
+	if len(tenures) != 1 || !tenures[0].last.After(end) {
+		t.Fatalf("log: %+v, want token %d alone, written past %s", tenures, b1.Token, end.Format("15:04:05.000"))
+	}
+}
