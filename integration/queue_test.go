@@ -466,3 +466,68 @@ func TestQueueItemsSurviveAgentCrash(t *testing.T) {
 		return true, nil
 	})
 }
+
+// TestQueueContainerItemFailsWithItsExitCodeAndLogs: an item whose
+// container exits 1 is retried after the backoff and becomes a dead letter
+// after max_attempts, with the exit code and the container's last log
+// lines as its error; agentctl queue retry puts it back. A good item's
+// output stays under the agent's state dir.
+func TestQueueContainerItemFailsWithItsExitCodeAndLogs(t *testing.T) {
+	env.needAgentctl(t)
+	shared := env.newDir(t, "fail")
+	a := startAgent(t, agentOpts{NodeName: "solo", Flags: map[string]string{"--host-path-prefix": shared}})
+	spec := strings.Replace(containerQueueGroup("flaky", shared, 1, 2),
+		`args = ["queue-item", "--record", "/log/exec.log"]`, `args = ["queue-item", "--record", "/log/exec.log", "--fail-on", "bad"]`, 1)
+	spec = strings.Replace(spec, `backoff = "1s"`, "backoff = \"1s\"\nmax_attempts = 2", 1)
+	applyTOML(t, a, "flaky.toml", spec)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	pushed, err := a.api().Push(ctx, "flaky", [][]byte{[]byte("good"), []byte("bad")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	good, bad := pushed.IDs[0], pushed.IDs[1]
+	waitFor(t, 30*time.Second, "one done, one dead", func() (bool, error) {
+		q := queueInfo(t, a, "flaky")
+		return q.Status.Done == 1 && q.Status.Dead == 1, fmt.Errorf("%+v", q.Status)
+	})
+	it, err := a.api().QueueItem(ctx, "flaky", bad)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"attempt 2 on node solo", "container item exited with code 1", "last log lines", `item "bad" contains "bad": failing`} {
+		if !strings.Contains(it.LastError, want) {
+			t.Errorf("dead letter's error lacks %q:\n%s", want, it.LastError)
+		}
+	}
+	if it.Attempts != 2 {
+		t.Errorf("dead letter after %d attempts, want max_attempts 2", it.Attempts)
+	}
+	// The good item's output, on this node.
+	done, err := a.api().QueueItem(ctx, "flaky", good)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(a.StateDir, "queues", "flaky", strconv.FormatUint(good, 10), "out", "result")
+	if got, err := os.ReadFile(out); err != nil || string(got) != "done good" || done.DoneNode != "solo" {
+		t.Errorf("output %s: %q %v (done on %q)", out, got, err, done.DoneNode)
+	}
+	// Retried by hand: two more attempts, dead again.
+	cmd := exec.Command(env.AgentctlBin, "--socket", a.Socket, "queue", "retry", "flaky", strconv.FormatUint(bad, 10))
+	if out, err := cmd.CombinedOutput(); err != nil || !strings.Contains(string(out), "retrying 1 item of flaky") {
+		t.Fatalf("agentctl queue retry: %v\n%s", err, out)
+	}
+	waitFor(t, 30*time.Second, "dead again after two more attempts", func() (bool, error) {
+		q := queueInfo(t, a, "flaky")
+		return q.Status.Dead == 1 && q.Status.FailedAttempts == 4, fmt.Errorf("%+v", q.Status)
+	})
+	log, _ := os.ReadFile(filepath.Join(shared, "exec.log"))
+	if n := strings.Count(string(log), " bad\n"); n != 4 {
+		t.Errorf("the bad item ran %d times, want 4 (2 attempts, retried, 2 more)", n)
+	}
+	// No failed run leaves files behind, once its group is gone.
+	waitFor(t, 10*time.Second, "the failed item's files removed", func() (bool, error) {
+		_, err := os.Stat(filepath.Join(a.StateDir, "queues", "flaky", strconv.FormatUint(bad, 10)))
+		return errors.Is(err, os.ErrNotExist), err
+	})
+}
