@@ -330,12 +330,14 @@ func TestClusterReplacesADeadVoter(t *testing.T) {
 			t.Errorf("the dead voter %s is still in the configuration: %s", lost, describePeers(info))
 		}
 	}
-	// Every survivor sees the same three voters, and writes work.
+	// Every survivor sees the same three voters (once it applied the
+	// configuration change), and writes work.
 	for i := range c.Agents {
 		if c.up(i) {
-			if vs := voters(raftPeers(t, c.Agents[i])); !slices.Equal(vs, voters(info)) {
-				t.Errorf("%s sees voters %v, the leader %v", clusterNodeName(i), vs, voters(info))
-			}
+			waitFor(t, 5*time.Second, clusterNodeName(i)+" to see the voters "+strings.Join(voters(info), " "), func() (bool, error) {
+				vs := voters(raftPeers(t, c.Agents[i]))
+				return slices.Equal(vs, voters(info)), fmt.Errorf("it sees %v", vs)
+			})
 		}
 	}
 	applyTOML(t, obs, "w.toml", nowhereGroup("after"))
