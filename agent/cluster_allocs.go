@@ -108,7 +108,7 @@ func (a *Agent) syncAllocations() {
 		// Allocations found in containerd at start that the state no
 		// longer gives this node (it was away while they moved).
 		for _, st := range a.sup.List() {
-			if _, ok := a.groups[st.Name]; !ok && isAllocationName(st.Name) {
+			if _, ok := a.groups[st.Name]; !ok && isAllocationName(st.Name) && st.State != api.GroupDeleting {
 				a.log.Info("stopping an allocation this node no longer owns", "allocation", st.Name)
 				a.sup.Remove(st.Name)
 			}
