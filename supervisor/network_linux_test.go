@@ -574,7 +574,9 @@ func TestCNIMissingPluginSaysWhatToDo(t *testing.T) {
 }
 
 // TestCNISubnetOverlapIsRefused: a subnet that overlaps an address of
-// another interface is refused before any bridge is made.
+// another interface is refused before any bridge is made. Its range,
+// 10.243/16, is outside the test agents' subnets (10.200-10.239), so a
+// concurrent integration run cannot own the first overlapping interface.
 func TestCNISubnetOverlapIsRefused(t *testing.T) {
 	needCNI(t)
 	name := fmt.Sprintf("bo%d", os.Getpid()%100000)
@@ -583,13 +585,13 @@ func TestCNISubnetOverlapIsRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = netlink.LinkDel(dummy) })
-	addr, _ := netlink.ParseAddr("10.238.238.1/24")
+	addr, _ := netlink.ParseAddr("10.243.238.1/24")
 	if err := netlink.AddrAdd(dummy, addr); err != nil {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
 	bridge := fmt.Sprintf("bp%d", os.Getpid()%100000)
-	nw, err := NewCNI(CNIConfig{Bridge: bridge, Subnet: netip.MustParsePrefix("10.238.0.0/16"),
+	nw, err := NewCNI(CNIConfig{Bridge: bridge, Subnet: netip.MustParsePrefix("10.243.0.0/16"),
 		PluginDirs: []string{"/usr/lib/cni"}, StateDir: filepath.Join(dir, "cni"), Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
@@ -600,7 +602,7 @@ func TestCNISubnetOverlapIsRefused(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = unpin(ns) })
 	_, err = nw.Setup(context.Background(), "web", ns, bridgeSpec("web"))
-	want := fmt.Sprintf("subnet 10.238.0.0/16 overlaps 10.238.238.0/24 on interface %s: choose another [network] subnet", name)
+	want := fmt.Sprintf("subnet 10.243.0.0/16 overlaps 10.243.238.0/24 on interface %s: choose another [network] subnet", name)
 	if err == nil || !strings.Contains(err.Error(), want) {
 		t.Errorf("Setup = %v, want %q", err, want)
 	}
