@@ -80,11 +80,14 @@ type queueWorker struct {
 	// reportedAt is when each allocation's status was last written.
 	reportedAt map[string]time.Time
 	lastSweep  time.Time
+	// missing are the queues with output here that the last sweep did not
+	// find in the state.
+	missing map[string]bool
 }
 
 func newQueueWorker(a *Agent) *queueWorker {
 	return &queueWorker{a: a, log: a.log.With("component", "queue-worker"), dir: filepath.Join(a.cfg.StateDir, "queues"),
-		kick: make(chan struct{}, 1), runs: map[string]*itemRun{}, reportedAt: map[string]time.Time{}}
+		kick: make(chan struct{}, 1), runs: map[string]*itemRun{}, reportedAt: map[string]time.Time{}, missing: map[string]bool{}, lastSweep: time.Now()}
 }
 
 func (w *queueWorker) runsDir() string { return filepath.Join(w.dir, "runs") }
@@ -243,9 +246,13 @@ func (w *queueWorker) collect() {
 func (w *queueWorker) settle(ctx context.Context) {
 	a := w.a
 	byQueue := map[string][]*itemRun{}
+	applied := a.cl.store.Index()
 	w.mu.Lock()
 	for _, run := range w.runs {
-		if run.Outcome != nil {
+		// A run is settled once this member applied its lease: an agent
+		// that has just started may not have replayed the log that far,
+		// and would take the item, or its queue, for gone.
+		if run.Outcome != nil && applied >= run.Token {
 			byQueue[run.Queue] = append(byQueue[run.Queue], run)
 		}
 	}
@@ -253,10 +260,8 @@ func (w *queueWorker) settle(ctx context.Context) {
 	for queue, runs := range byQueue {
 		q, ok := a.cl.store.Queue(queue)
 		if !ok {
-			if a.cl.caughtUp.Load() {
-				for _, run := range runs {
-					w.finish(run, "its queue was deleted")
-				}
+			for _, run := range runs {
+				w.finish(run, "its queue was deleted")
 			}
 			continue
 		}
@@ -525,8 +530,10 @@ func (w *queueWorker) report(ctx context.Context, mine map[string][]raftstore.Al
 	}
 }
 
-// sweep, every half minute, drops the output of queues that no longer
-// exist and item groups that have no run (a crash between the two).
+// sweep, every half minute, drops the output of queues that have not
+// existed for two sweeps in a row (never right after a start, while the
+// log may not be replayed), and item groups that have no run (a crash
+// between the two).
 func (w *queueWorker) sweep() {
 	if time.Since(w.lastSweep) < 30*time.Second {
 		return
@@ -549,10 +556,17 @@ func (w *queueWorker) sweep() {
 		if !e.IsDir() || e.Name() == "runs" || busy[e.Name()] {
 			continue
 		}
-		if _, ok := a.cl.store.Queue(e.Name()); !ok {
-			w.log.Info("removing the output of a deleted queue", "queue", e.Name())
-			_ = os.RemoveAll(filepath.Join(w.dir, e.Name()))
+		if _, ok := a.cl.store.Queue(e.Name()); ok {
+			delete(w.missing, e.Name())
+			continue
 		}
+		if !w.missing[e.Name()] {
+			w.missing[e.Name()] = true
+			continue
+		}
+		w.log.Info("removing the output of a deleted queue", "queue", e.Name())
+		_ = os.RemoveAll(filepath.Join(w.dir, e.Name()))
+		delete(w.missing, e.Name())
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()

@@ -173,26 +173,31 @@ func (a *Agent) queueWrite(who func(*http.Request) (queueCaller, error), owner b
 
 // lookupQueue returns queue name. A queue this member does not know yet
 // may have just been created through another agent, or this agent has
-// just started and not replayed the log yet: it waits (a little) until it
-// caught up with the leader before it says the queue does not exist.
+// just started and not replayed the log yet: before it says the queue
+// does not exist, the leader applies everything committed (a barrier) and
+// a follower waits (a little) for the commit index it heard of.
 func (a *Agent) lookupQueue(ctx context.Context, name string) (raftstore.Queue, error) {
 	if q, ok := a.cl.store.Queue(name); ok {
 		return q, nil
 	}
-	for deadline := time.Now().Add(3 * time.Second); !a.cl.checkCaughtUp() && time.Now().Before(deadline); {
+	wctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	for !a.cl.store.IsLeader() && a.cl.store.Stats().LeaderID == "" && wctx.Err() == nil {
 		select {
-		case <-ctx.Done():
-			return raftstore.Queue{}, context.Cause(ctx)
+		case <-wctx.Done():
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
-	if st := a.cl.store.Stats(); st.CommitIndex > st.FSMIndex {
-		wctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		_ = a.cl.store.WaitIndex(wctx, st.CommitIndex)
-		cancel()
-		if q, ok := a.cl.store.Queue(name); ok {
-			return q, nil
-		}
+	if a.cl.store.IsLeader() {
+		_ = a.cl.store.Barrier(wctx)
+	} else if st := a.cl.store.Stats(); st.CommitIndex > st.FSMIndex {
+		// The FSM does not see raft's no-op entries: bound the wait.
+		ictx, icancel := context.WithTimeout(wctx, 500*time.Millisecond)
+		_ = a.cl.store.WaitIndex(ictx, st.CommitIndex)
+		icancel()
+	}
+	if q, ok := a.cl.store.Queue(name); ok {
+		return q, nil
 	}
 	return raftstore.Queue{}, queueNotFound(name)
 }

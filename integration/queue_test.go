@@ -453,18 +453,50 @@ func TestQueueItemsSurviveAgentCrash(t *testing.T) {
 			t.Errorf("item %q ran %d times, want once:\n%s", item, n, log)
 		}
 	}
-	waitFor(t, 20*time.Second, "no item groups left", func() (bool, error) {
-		gs, err := a.api().List(ctx)
-		if err != nil {
-			return false, err
-		}
-		for _, g := range gs {
-			if strings.HasPrefix(g.Name, "slow_") {
-				return false, fmt.Errorf("%s is %s", g.Name, g.State)
+	noGroups := func() {
+		waitFor(t, 20*time.Second, "no item groups left", func() (bool, error) {
+			gs, err := a.api().List(ctx)
+			if err != nil {
+				return false, err
+			}
+			for _, g := range gs {
+				if strings.HasPrefix(g.Name, "slow_") {
+					return false, fmt.Errorf("%s is %s", g.Name, g.State)
+				}
+			}
+			return true, nil
+		})
+	}
+	noGroups()
+
+	// Items that finish while agentd is down are acked when it is back,
+	// and not run again.
+	if _, err := a.api().Push(ctx, "slow", [][]byte{[]byte("five"), []byte("six")}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 20*time.Second, "two more item groups running", func() (bool, error) {
+		running := 0
+		for _, name := range []string{"slow_5", "slow_6"} {
+			if st, err := a.api().Get(ctx, name); err == nil && st.State == api.GroupRunning {
+				running++
 			}
 		}
-		return true, nil
+		return running == 2, nil
 	})
+	a.Kill()
+	time.Sleep(4 * time.Second) // the items' 3s of work end meanwhile
+	a.start()
+	waitFor(t, 30*time.Second, "six items done", func() (bool, error) {
+		q := queueInfo(t, a, "slow")
+		return q.Status.Done == 6, fmt.Errorf("%+v", q.Status)
+	})
+	log, _ = os.ReadFile(filepath.Join(shared, "exec.log"))
+	for _, item := range []string{"five", "six"} {
+		if n := strings.Count(string(log), " "+item+"\n"); n != 1 {
+			t.Errorf("item %q, done while agentd was down, ran %d times, want once:\n%s", item, n, log)
+		}
+	}
+	noGroups()
 }
 
 // TestQueueContainerItemFailsWithItsExitCodeAndLogs: an item whose
