@@ -535,7 +535,7 @@ path = "/scratch"
 // TestExamplesDecode: the work queue examples are valid group files whose
 // [queue] an agent accepts.
 func TestExamplesDecode(t *testing.T) {
-	paths, _ := filepath.Glob("../contrib/examples/work-queue*.toml")
+	paths, _ := filepath.Glob("../contrib/examples/cluster/work-queue*.toml")
 	if len(paths) < 2 {
 		t.Fatalf("examples: %v", paths)
 	}

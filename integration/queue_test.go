@@ -563,3 +563,43 @@ func TestQueueContainerItemFailsWithItsExitCodeAndLogs(t *testing.T) {
 		return errors.Is(err, os.ErrNotExist), err
 	})
 }
+
+// TestQueueExamplesRun applies the work queue examples as they are in
+// contrib/examples/cluster and works items through both.
+func TestQueueExamplesRun(t *testing.T) {
+	a := startAgent(t, agentOpts{NodeName: "solo"})
+	for _, f := range []string{"work-queue.toml", "work-queue-pull.toml"} {
+		b, err := os.ReadFile(filepath.Join(env.RepoRoot, "contrib", "examples", "cluster", f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		applyTOML(t, a, f, string(b))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	lines := []string{"the quick brown fox", "jumps over", "the lazy dog"}
+	var items [][]byte
+	for _, l := range lines {
+		items = append(items, []byte(l))
+	}
+	words, err := a.api().Push(ctx, "words", items)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.api().Push(ctx, "jobs", items); err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range []string{"words", "jobs"} {
+		waitFor(t, 40*time.Second, q+": every item done", func() (bool, error) {
+			info := queueInfo(t, a, q)
+			return info.Status.Done == len(lines), fmt.Errorf("%+v", info.Status)
+		})
+	}
+	for i, id := range words.IDs {
+		p := filepath.Join(a.StateDir, "queues", "words", strconv.FormatUint(id, 10), "out", "words")
+		got, err := os.ReadFile(p)
+		if want := strconv.Itoa(len(strings.Fields(lines[i]))); err != nil || strings.TrimSpace(string(got)) != want {
+			t.Errorf("item %d (%q): %s = %q (%v), want %s", id, lines[i], p, got, err, want)
+		}
+	}
+}
