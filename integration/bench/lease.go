@@ -37,8 +37,12 @@ var (
 	leaseIPBase = flag.Int("lease-ip-base", 51, "the lease benchmark's agents use 127.0.0.<base> to <base+2>")
 )
 
+// benchLeaseGroup restarts fast: every trial kills one replica with its
+// node, and the default backoff, which the restarted agent keeps, would
+// double each time.
 const benchLeaseGroup = `name = "bench-lead"
 grace_period = "1s"
+restart_backoff = { initial = "100ms", max = "500ms" }
 [placement]
 replicas = 3
 spread = "node"
