@@ -37,6 +37,8 @@ type clusterRT struct {
 	// had committed when it first heard from it: only then may the agent
 	// stop allocations it finds in containerd but not in the state.
 	caughtUp atomic.Bool
+	// barrierBusy: checkCaughtUp has a barrier in flight.
+	barrierBusy atomic.Bool
 	// kick wakes the leader loop (membership changed).
 	kick chan struct{}
 	// tls is the cluster's certificates (nil in the embedded default).
@@ -152,18 +154,39 @@ func (a *Agent) propose(ctx context.Context, t raftstore.CommandType, payload an
 	return a.cl.prop.Apply(ctx, cmd)
 }
 
-// checkCaughtUp sets caughtUp once the local state has applied what the
-// leader committed.
+// checkCaughtUp sets caughtUp once the local state holds everything the
+// leader had committed: this member proposes a Barrier and sees it
+// applied. Raft's own indexes are not enough at start: until the first
+// new entry commits, the commit index can still be the snapshot's while
+// the log replay behind it is not applied yet, and a partial state would
+// look like allocations that moved away. The barrier is proposed in the
+// background, at most one at a time; the next call after it applied
+// reports true.
 func (c *clusterRT) checkCaughtUp() bool {
 	if c.caughtUp.Load() {
 		return true
 	}
-	st := c.store.Stats()
-	if st.LeaderID != "" && st.CommitIndex > 0 && st.FSMIndex >= st.CommitIndex {
-		c.caughtUp.Store(true)
-		c.log.Info("cluster state caught up", "index", st.FSMIndex, "leader", st.LeaderID)
+	if c.store.Stats().LeaderID == "" || !c.barrierBusy.CompareAndSwap(false, true) {
+		return false
 	}
-	return c.caughtUp.Load()
+	go func() {
+		defer c.barrierBusy.Store(false)
+		cmd, err := raftstore.NewCommand(raftstore.CmdBarrier, raftstore.Barrier{Node: c.self})
+		if err != nil {
+			c.log.Error("cluster barrier", "err", err)
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		idx, err := c.prop.Apply(ctx, cmd)
+		if err != nil {
+			c.log.Debug("cluster barrier not applied yet", "err", err)
+			return
+		}
+		c.caughtUp.Store(true)
+		c.log.Info("cluster state caught up", "index", idx)
+	}()
+	return false
 }
 
 func (c *clusterRT) wake() {

@@ -57,6 +57,11 @@ const (
 	CmdSetRollout CommandType = 10
 	// CmdSetNodeDrain marks a node drained or not. Payload: NodeDrain.
 	CmdSetNodeDrain CommandType = 11
+	// CmdBarrier changes nothing. A member that proposes one and sees it
+	// applied knows its state holds everything committed before it (an
+	// agent starting up waits for that before it stops allocations the
+	// state does not give it). Payload: Barrier.
+	CmdBarrier CommandType = 12
 
 	// Leases (lease.go): a lease is (key, holder, node, token, expiry),
 	// the token being the Raft index at grant.
@@ -113,6 +118,7 @@ var commandNames = map[CommandType]string{
 	CmdScaleGroup:          "scale_group",
 	CmdSetRollout:          "set_rollout",
 	CmdSetNodeDrain:        "set_node_drain",
+	CmdBarrier:             "barrier",
 	CmdDeleteQueue:         "delete_queue",
 	CmdEnqueue:             "enqueue",
 	CmdLeaseItem:           "lease_item",
@@ -182,6 +188,11 @@ type AllocationStatus struct {
 	Reason     string         `json:"reason,omitempty"`
 }
 
+// Barrier is the payload of CmdBarrier: who asked, for the log.
+type Barrier struct {
+	Node string `json:"node,omitempty"`
+}
+
 // newPayload returns a pointer to a zero payload for t, or nil when this
 // build does not apply t.
 func newPayload(t CommandType) any {
@@ -208,6 +219,8 @@ func newPayload(t CommandType) any {
 		return &SetRollout{}
 	case CmdSetNodeDrain:
 		return &NodeDrain{}
+	case CmdBarrier:
+		return &Barrier{}
 	case CmdLeaseAcquire:
 		return &LeaseAcquire{}
 	case CmdLeaseRenew:

@@ -95,6 +95,8 @@ func (f *FSM) applyPayload(index uint64, cmd Command, p any) (int, error) {
 		return c.apply(f, index, cmd)
 	}
 	switch p := p.(type) {
+	case *Barrier:
+		return 0, nil
 	case *Group:
 		old, exists := s.Groups[p.Name]
 		g := *p
