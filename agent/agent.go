@@ -62,6 +62,9 @@ type Agent struct {
 	cl *clusterRT
 	// downward serves each group's downward API socket (downward.go).
 	downward *downward
+	// electorPorts serve the leader-elector answer of leases with an
+	// elector_port inside their groups' netns (lease_elector.go).
+	electorPorts *electorPorts
 	// leases is this node's side of leader election (leases.go).
 	leases     *leaseManager
 	leasesOnce sync.Once
@@ -173,6 +176,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	eg, ctx := errgroup.WithContext(ctx)
 	eg.Go(func() error { return a.sup.Run(ctx) })
 	eg.Go(func() error { return a.downwardAPI().Run(ctx) })
+	eg.Go(func() error { return a.electors().Run(ctx) })
 	eg.Go(func() error { return a.ambassadors().Run(ctx) })
 	if err := a.loadDesired(); err != nil {
 		return err

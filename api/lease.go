@@ -28,6 +28,12 @@ type LeaseSpec struct {
 	// TTL is how long a grant or renewal lasts; the holder's agent renews
 	// well before it ends. Default DefaultLeaseTTL, at least MinLeaseTTL.
 	TTL Duration `toml:"ttl" json:"ttl,omitempty"`
+	// ElectorPort, when set, also answers the contrib leader-elector
+	// sidecar's question on http://127.0.0.1:ElectorPort/ inside the
+	// group's network namespace (the sidecar used 4040): GET / →
+	// {"name": "<holder>"}, asking making the group a candidate, so an app
+	// written against the sidecar runs unchanged.
+	ElectorPort int `toml:"elector_port" json:"elector_port,omitempty"`
 }
 
 // OnLose is what happens to a lease holder that loses its lease.
@@ -87,6 +93,17 @@ func (v *validator) leases(g *GroupSpec) {
 				msg += fmt.Sprintf("; did you mean %q?", s)
 			}
 			v.add(pathKey(p, "on_lose"), "%s", msg)
+		}
+		if l.ElectorPort < 0 || l.ElectorPort > 65535 {
+			v.add(pathKey(p, "elector_port"), "elector_port %d is not a TCP port (1-65535)", l.ElectorPort)
+		}
+		for j := range i {
+			if o := g.Leases[j].ElectorPort; o != 0 && o == l.ElectorPort {
+				v.add(pathKey(p, "elector_port"), "elector_port %d is taken by lease %q already: each lease needs a port of its own", o, g.Leases[j].Name)
+			}
+		}
+		if l.ElectorPort != 0 && g.EffectiveNetwork() == NetworkHost {
+			v.add(pathKey(p, "elector_port"), "elector_port needs a network namespace of the group's own: with network = \"host\" 127.0.0.1:%d would be the node's, shared with every other group", l.ElectorPort)
 		}
 		switch {
 		case l.TTL < 0:

@@ -49,6 +49,12 @@ func TestLeaseRules(t *testing.T) {
 		{"lease written as a table", ambassadorEdit("[lease]", `name = "leader"`),
 			[]wantErr{{35, 1, "lease", "", "expected an array of tables, found a table; start each entry with its own [[lease]] header"}}},
 
+		{"elector port", lease(`name = "leader"`, "elector_port = 4040"), nil},
+		{"elector port out of range", lease(`name = "leader"`, "elector_port = 70000"),
+			[]wantErr{{37, 1, "lease[0].elector_port", "", "elector_port 70000 is not a TCP port (1-65535)"}}},
+		{"elector port used twice", ambassadorEdit("[[lease]]", `name = "a"`, "elector_port = 4040", "[[lease]]", `name = "b"`, "elector_port = 4040"),
+			[]wantErr{{40, 1, "lease[1].elector_port", "", `elector_port 4040 is taken by lease "a" already`}}},
+
 		{"several problems, each at its place", ambassadorEdit("[[lease]]", `name = "a"`, "[[lease]]", `name = "b"`, `on_lose = "panic"`, `ttl = "10m"`),
 			[]wantErr{
 				{39, 1, "lease[1].on_lose", "", `"panic" is not an on_lose policy`},
