@@ -59,6 +59,7 @@ func (a *Agent) openClusterNet(c *clusterRT, rc raftstore.Config) (retErr error)
 	mcfg := cluster.DefaultConfig()
 	mcfg.NodeName, mcfg.BindAddr, mcfg.BindPort = a.cfg.NodeName, bind, cfg.GossipPort
 	mcfg.AdvertiseAddr, mcfg.Join, mcfg.EncryptKey = cfg.Advertise, cfg.Join, cfg.EncryptKey
+	mcfg.LeaveOnStop = a.leavesOnStop
 	self := a.selfInfo()
 	meta := cluster.Meta{Name: a.cfg.NodeName, APIAddr: cfg.APIAddr(), RaftAddr: cfg.RaftAddr(),
 		Capacity: self.Capacity, Labels: self.Labels, Version: Version, Server: cfg.Server}
@@ -70,6 +71,17 @@ func (a *Agent) openClusterNet(c *clusterRT, rc raftstore.Config) (retErr error)
 	c.prop = cluster.NewProposer(st, t, a.leaderAPI, a.log.With("component", "forward"))
 	c.deadSince = map[string]time.Time{}
 	return nil
+}
+
+// leavesOnStop says whether a stopping agent leaves the cluster: only
+// when its node is drained or drains on shutdown, so its work has gone or
+// goes. An agent stopped for a restart or an upgrade leaves its groups
+// running, so it does not leave; back within the gossip suspicion time it
+// is still the same member, and its allocations stay.
+func (a *Agent) leavesOnStop() bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.cfg.DrainOnShutdown || a.drained
 }
 
 // leaderAPI returns the inter-agent API address of the node named id.

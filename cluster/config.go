@@ -42,6 +42,12 @@ type Config struct {
 	Keyring [][]byte
 	// LeaveTimeout bounds the graceful leave that Run does on ctx end.
 	LeaveTimeout time.Duration
+	// LeaveOnStop, when set, is asked at ctx end whether Run leaves the
+	// cluster (the others record the node left and move its work at once)
+	// or only stops gossiping (an agent restart: the node's groups keep
+	// running, and a member back within the suspicion time refutes it).
+	// Nil: always leave.
+	LeaveOnStop func() bool
 	// EventBuffer is the capacity of the Events channel.
 	EventBuffer int
 

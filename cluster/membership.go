@@ -148,13 +148,18 @@ func (m *Membership) memberlistConfig() (*memberlist.Config, error) {
 
 // Run joins cfg.Join, retrying with backoff (cfg.JoinRetry) until one
 // member answers or ctx ends, then waits for ctx to end and leaves the
-// cluster gracefully (at most cfg.LeaveTimeout). Without cfg.Join the
-// member waits to be joined. Run returns the leave's error, or nil.
+// cluster gracefully (at most cfg.LeaveTimeout), or only shuts down when
+// cfg.LeaveOnStop says not to leave. Without cfg.Join the member waits to
+// be joined. Run returns the leave's error, or nil.
 func (m *Membership) Run(ctx context.Context) error {
 	if len(m.cfg.Join) > 0 {
 		m.join(ctx)
 	}
 	<-ctx.Done()
+	if m.cfg.LeaveOnStop != nil && !m.cfg.LeaveOnStop() {
+		m.log.Info("stopping gossip without leaving: the node's groups keep running")
+		return m.Shutdown()
+	}
 	return m.Leave(m.cfg.LeaveTimeout)
 }
 

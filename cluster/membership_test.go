@@ -211,6 +211,45 @@ func TestGracefulLeaveIsReportedAsLeave(t *testing.T) {
 	}
 }
 
+// TestRunLeavesOnlyWhenLeaveOnStopSaysSo: a member whose LeaveOnStop says
+// no (an agent restarting, its groups running) stops gossiping without a
+// leave, so the others find it failed, not left; one that says yes leaves.
+func TestRunLeavesOnlyWhenLeaveOnStopSaysSo(t *testing.T) {
+	key := testKey(t)
+	for _, tc := range []struct {
+		name  string
+		leave bool
+		want  EventType
+		not   EventType
+	}{{"stays", false, EventFailed, EventLeave}, {"goes", true, EventLeave, EventFailed}} {
+		seed := startMember(t, "seed-"+tc.name, key, nil)
+		cfg := testConfig(tc.name, key, []string{seed.LocalNode().Addr})
+		asked := make(chan struct{}, 1)
+		cfg.LeaveOnStop = func() bool { asked <- struct{}{}; return tc.leave }
+		m, err := New(cfg, metaFor(tc.name), discardLogger())
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- m.Run(ctx) }()
+		waitFor(t, 5*time.Second, func() bool { _, ok := member(seed, tc.name); return ok && countAlive(seed) == 2 },
+			"the seed sees %s alive", tc.name)
+		cancel()
+		if err := <-done; err != nil {
+			// With one other member the leave broadcast's wait can time
+			// out although the message went: the event below decides.
+			t.Logf("%s: Run = %v", tc.name, err)
+		}
+		select {
+		case <-asked:
+		default:
+			t.Fatalf("%s: LeaveOnStop was not asked", tc.name)
+		}
+		waitEvent(t, seed, tc.name, 5*time.Second, tc.want, tc.not)
+	}
+}
+
 func TestMemberWithAnotherKeyCannotJoin(t *testing.T) {
 	ms := startCluster(t, testKey(t), "a", "b")
 	intruder := startMember(t, "x", testKey(t), nil)
