@@ -536,12 +536,14 @@ func ambMicros(d time.Duration) string {
 // node bridge, run by the bench's agentd in the client group's network
 // namespace. The bench is the client (inside amb-client's namespace) and
 // the echo backend (inside amb-echo's); it measures the same 1 KiB round
-// trip straight to amb-echo's bridge address and through the ambassador.
+// trip straight to amb-echo's bridge address, through the ambassador, and
+// through a kernel DNAT rule in amb-client's namespace (the in-kernel
+// alternative, for comparison: no shard keys, no retries).
 
 // agentAmbRows are the rows of the end-to-end measurement.
 type agentAmbRows struct {
-	conns          []int
-	direct, proxed []ambResult
+	conns               []int
+	direct, proxed, nat []ambResult
 }
 
 // measureAgentAmbassador runs the end-to-end measurement through agentd.
@@ -623,11 +625,18 @@ command = ["sleep", "86400"]
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+	// The kernel's way, for comparison: DNAT of 127.0.0.1:7001 to the
+	// echo group in amb-client's namespace (what an in-kernel ambassador
+	// would install; it goes with the namespace).
+	if err := kernelDNAT(client.NetNS, port+1, net.JoinHostPort(echo.Network.Address, strconv.Itoa(port))); err != nil {
+		return nil, fmt.Errorf("kernel DNAT row: %w", err)
+	}
+	nat := dialIn(fmt.Sprintf("127.0.0.1:%d", port+1))
 	pids := []int{b.agent.Process.Pid}
 	r := &agentAmbRows{conns: []int{1, 16}}
-	r.direct, r.proxed = make([]ambResult, len(r.conns)), make([]ambResult, len(r.conns))
+	r.direct, r.proxed, r.nat = make([]ambResult, len(r.conns)), make([]ambResult, len(r.conns)), make([]ambResult, len(r.conns))
 	for _, conns := range r.conns { // warm up
-		for _, d := range []func() (net.Conn, error){direct, proxied} {
+		for _, d := range []func() (net.Conn, error){direct, proxied, nat} {
 			if _, err := ambLoadDial(d, conns, max(requests/10, 100), pids); err != nil {
 				return nil, err
 			}
@@ -635,18 +644,37 @@ command = ["sleep", "86400"]
 	}
 	for range rounds {
 		for i, conns := range r.conns {
-			res, err := ambLoadDial(direct, conns, requests/rounds, pids)
-			if err != nil {
-				return nil, fmt.Errorf("direct: %w", err)
+			for _, row := range []struct {
+				what string
+				dial func() (net.Conn, error)
+				into []ambResult
+			}{{"direct", direct, r.direct}, {"through the ambassador", proxied, r.proxed}, {"kernel DNAT", nat, r.nat}} {
+				res, err := ambLoadDial(row.dial, conns, requests/rounds, pids)
+				if err != nil {
+					return nil, fmt.Errorf("%s: %w", row.what, err)
+				}
+				row.into[i].add(res)
 			}
-			r.direct[i].add(res)
-			if res, err = ambLoadDial(proxied, conns, requests/rounds, pids); err != nil {
-				return nil, fmt.Errorf("through the ambassador: %w", err)
-			}
-			r.proxed[i].add(res)
 		}
 	}
 	return r, nil
+}
+
+// kernelDNAT makes connections to 127.0.0.1:port in the namespace at
+// nsPath go to target in the kernel: DNAT in nat OUTPUT, masquerade of
+// the loopback source on eth0, and route_localnet so that a packet from
+// 127.0.0.1 may leave by eth0 at all.
+func kernelDNAT(nsPath string, port int, target string) error {
+	for _, args := range [][]string{
+		{"sh", "-c", "echo 1 > /proc/sys/net/ipv4/conf/all/route_localnet"},
+		{"iptables", "-w", "-t", "nat", "-A", "OUTPUT", "-p", "tcp", "-d", "127.0.0.1", "--dport", strconv.Itoa(port), "-j", "DNAT", "--to-destination", target},
+		{"iptables", "-w", "-t", "nat", "-A", "POSTROUTING", "-s", "127.0.0.0/8", "-o", "eth0", "-j", "MASQUERADE"},
+	} {
+		if out, err := exec.Command("nsenter", append([]string{"--net=" + nsPath}, args...)...).CombinedOutput(); err != nil {
+			return fmt.Errorf("%s: %v: %s", strings.Join(args, " "), err, out)
+		}
+	}
+	return nil
 }
 
 func (r *agentAmbRows) print() {
@@ -656,7 +684,8 @@ func (r *agentAmbRows) print() {
 		for _, row := range []struct {
 			name string
 			res  ambResult
-		}{{fmt.Sprintf("%d conn, direct to amb-echo's address", conns), r.direct[i]}, {fmt.Sprintf("%d conn, 127.0.0.1 → agentd's ambassador", conns), r.proxed[i]}} {
+		}{{fmt.Sprintf("%d conn, direct to amb-echo's address", conns), r.direct[i]}, {fmt.Sprintf("%d conn, 127.0.0.1 → agentd's ambassador", conns), r.proxed[i]},
+			{fmt.Sprintf("%d conn, 127.0.0.1 → kernel DNAT (compare)", conns), r.nat[i]}} {
 			res := row.res
 			fmt.Printf("    %-42s %9s %9s %9s %10.0f %9s\n", row.name, ambMicros(pct(res.lat, 50)), ambMicros(pct(res.lat, 90)),
 				ambMicros(pct(res.lat, 99)), res.rate(), ambMicros(res.cpu/time.Duration(res.requests)))
@@ -664,6 +693,8 @@ func (r *agentAmbRows) print() {
 		fmt.Printf("    %d conn: proxied/direct p50 %.3f (target ≤ 1.10), p99 %.3f, throughput %.3f; added p50 %s\n", conns,
 			ratio(r.proxed[i].lat, r.direct[i].lat, 50), ratio(r.proxed[i].lat, r.direct[i].lat, 99),
 			r.proxed[i].rate()/r.direct[i].rate(), ambMicros(pct(r.proxed[i].lat, 50)-pct(r.direct[i].lat, 50)))
+		fmt.Printf("    %d conn: kernel DNAT/direct p50 %.3f, p99 %.3f, throughput %.3f\n", conns,
+			ratio(r.nat[i].lat, r.direct[i].lat, 50), ratio(r.nat[i].lat, r.direct[i].lat, 99), r.nat[i].rate()/r.direct[i].rate())
 	}
 	fmt.Printf("  (CPU/req: the bench process, client and backend, plus agentd.)\n")
 }
