@@ -14,6 +14,9 @@ import (
 )
 
 // drainGroup is a group whose app records its SIGTERM in a shared file.
+// Its readiness says the handler is installed: a SIGTERM that arrives
+// before (the task runs, the Go runtime has not set up its handler yet)
+// would kill it without a record.
 func drainGroup(name string, prio int, shared string) string {
 	return fmt.Sprintf(`name = %q
 priority = %d
@@ -25,7 +28,8 @@ path = %q
 [[container]]
 name = "app"
 image = "berth.local/testapp:latest"
-args = ["sleep", "--term-delay", "300ms", "--on-term-append", "/shared/term", "--name", %q]
+args = ["serve", "--listen", ":8080", "--term-delay", "300ms", "--on-term-append", "/shared/term", "--name", %q]
+readiness = { http = { path = "/ready", port = 8080 }, period = "100ms", timeout = "90ms" }
 [[container.mount]]
 volume = "shared"
 path = "/shared"
@@ -63,7 +67,7 @@ func TestDrainStopsGroupsInReversePriorityOrder(t *testing.T) {
 		applyTOML(t, a, g.name+".toml", drainGroup(g.name, g.prio, shared))
 	}
 	for _, g := range []string{"high", "low", "mid"} {
-		waitGroup(t, a, g, 30*time.Second, "running", allRunning)
+		waitGroup(t, a, g, 30*time.Second, "running and ready", func(st *api.GroupStatus) bool { return allRunning(st) && st.Ready })
 	}
 	ns, err := a.api().Drain(context.Background())
 	if err != nil {
@@ -109,7 +113,7 @@ name = "app"
 image = "berth.local/testapp:latest"
 args = ["sleep"]
 `)
-	st := waitGroup(t, a, "bye", 30*time.Second, "running", allRunning)
+	st := waitGroup(t, a, "bye", 30*time.Second, "running and ready", func(st *api.GroupStatus) bool { return allRunning(st) && st.Ready })
 	pid := int(st.Containers[0].PID)
 	a.Stop()
 	if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); err == nil {
