@@ -29,7 +29,7 @@ func main() {
 	flag.DurationVar(&fpIdle, "idle", 60*time.Second, "window of the idle CPU measurement")
 	flag.IntVar(&clusterTrials, "cluster-trials", 10, "trials of the node-loss and leader-loss measurements (0 skips the cluster benchmarks)")
 	flag.Parse()
-	if !*queueOnly {
+	if !*clusterOnly && !*queueOnly && !*leaseOnly {
 		ambassadorFirst() // needs neither root nor containerd; alone with -ambassador-only
 	}
 	if err := run(*rounds, *graceRounds, *keep); err != nil {
@@ -69,6 +69,12 @@ func run(rounds, graceRounds int, keep bool) (retErr error) {
 	fmt.Printf("machine: %s, %d cores, %s\n", hostInfo(), runtime.NumCPU(), runtime.Version())
 	if err := b.setup(ctx); err != nil {
 		return err
+	}
+	if *clusterOnly {
+		return b.clusterOnly(ctx)
+	}
+	if *leaseOnly {
+		return b.leaseBenchOnly(ctx) // lease.go
 	}
 	if *queueOnly {
 		return b.queueBenchOnly(ctx)
@@ -119,6 +125,11 @@ func run(rounds, graceRounds int, keep bool) (retErr error) {
 			return fmt.Errorf("cluster: %w", err)
 		}
 		cr.print()
+	}
+	if *leaseTrials > 0 {
+		if err := b.leaseBenchOnly(ctx); err != nil {
+			return err
+		}
 	}
 	if *queueItems > 0 {
 		qr, err := b.measureQueues(ctx) // queue.go
