@@ -559,7 +559,6 @@ image = "berth.local/busybox:latest"
 command = ["sleep", "86400"]
 `, name, extra)}
 	}
-	ev := followEvents(ctx, b.api, "")
 	defer func() {
 		for _, g := range []string{"amb-client", "amb-echo"} {
 			if err := b.api.Delete(ctx, g, true); err != nil && retErr == nil {
@@ -573,18 +572,22 @@ command = ["sleep", "86400"]
 	}}); err != nil {
 		return nil, err
 	}
-	for _, g := range []string{"amb-echo", "amb-client"} {
-		if _, err := ev.started(ctx, g); err != nil {
+	// Both running (they start in either order).
+	var echo, client *api.GroupStatus
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		var err error
+		if echo, err = b.api.Get(ctx, "amb-echo"); err != nil {
 			return nil, err
 		}
-	}
-	echo, err := b.api.Get(ctx, "amb-echo")
-	if err != nil {
-		return nil, err
-	}
-	client, err := b.api.Get(ctx, "amb-client")
-	if err != nil {
-		return nil, err
+		if client, err = b.api.Get(ctx, "amb-client"); err != nil {
+			return nil, err
+		}
+		if echo.State == api.GroupRunning && client.State == api.GroupRunning {
+			break
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("amb-echo %s, amb-client %s after 30s; want both Running", echo.State, client.State)
+		}
 	}
 	if echo.Network == nil || echo.Network.Address == "" {
 		return nil, fmt.Errorf("amb-echo has no bridge address: %+v", echo.Network)
