@@ -41,10 +41,29 @@ type benchCluster struct {
 	b     *bench
 	nodes []*benchNode
 	tls   string
+	// prefix names its agents and bridges (clusterShape).
+	prefix string
 }
 
-func (b *bench) startBenchCluster(ctx context.Context, n int) (*benchCluster, error) {
-	c := &benchCluster{b: b, tls: filepath.Join(b.dir, "cluster-tls")}
+// clusterShape says how startBenchCluster names and places its agents, so
+// that the benchmarks' clusters never share an address, a bridge, a
+// subnet or a containerd namespace.
+type clusterShape struct {
+	// prefix names the agents (c1, c2…), their bridges (bbc1…), their
+	// namespaces (berth-bench-c1…) and the TLS directory.
+	prefix string
+	// ipBase is the last octet of the first agent's 127.0.0.x address;
+	// subnetBase the second octet of its 10.x.0.0/24 bridge subnet.
+	ipBase, subnetBase int
+	// images are imported into every agent's namespace.
+	images []string
+}
+
+// startBenchCluster starts n agents of one cluster, every one a server
+// (bootstrap_expect n) that joins the others, and waits until they agree
+// on a leader. On an error it returns what it started, for stop.
+func (b *bench) startBenchCluster(ctx context.Context, n int, shape clusterShape) (*benchCluster, error) {
+	c := &benchCluster{b: b, tls: filepath.Join(b.dir, shape.prefix+"-tls"), prefix: shape.prefix}
 	key, err := cluster.GenerateKey()
 	if err != nil {
 		return nil, err
@@ -57,7 +76,8 @@ func (b *bench) startBenchCluster(ctx context.Context, n int) (*benchCluster, er
 		return nil, err
 	}
 	for i := range n {
-		nd := &benchNode{name: fmt.Sprintf("c%d", i+1), ip: fmt.Sprintf("127.0.0.%d", *clusterIPBase+i), ns: fmt.Sprintf("berth-bench-c%d", i+1)}
+		nd := &benchNode{name: fmt.Sprintf("%s%d", shape.prefix, i+1), ip: fmt.Sprintf("127.0.0.%d", shape.ipBase+i),
+			ns: fmt.Sprintf("berth-bench-%s%d", shape.prefix, i+1)}
 		nd.dir = filepath.Join(b.dir, nd.name)
 		cert, k, err := ca.Issue(pki.NodeCert{Name: nd.name, IPs: []net.IP{net.ParseIP(nd.ip)}, Client: true, Server: true})
 		if err != nil {
@@ -66,7 +86,7 @@ func (b *bench) startBenchCluster(ctx context.Context, n int) (*benchCluster, er
 		if err := pki.WriteNode(c.tls, nd.name, cert, k, false); err != nil {
 			return nil, err
 		}
-		for _, img := range []string{b.busybox, b.testapp} {
+		for _, img := range shape.images {
 			if err := importDirect(ctx, b.client, nd.ns, img); err != nil {
 				return nil, err
 			}
@@ -80,16 +100,16 @@ func (b *bench) startBenchCluster(ctx context.Context, n int) (*benchCluster, er
 				seeds = append(seeds, fmt.Sprintf("%q", o.ip+":7946"))
 			}
 		}
-		conf := fmt.Sprintf("[network]\nbridge = \"bbc%d\"\nsubnet = \"10.%d.0.0/24\"\n[cluster]\nadvertise = %q\nbind_addr = %q\nencrypt_key = %q\ntls_dir = %q\nserver = true\nbootstrap_expect = %d\njoin = [%s]\n",
-			i+1, 230+i, nd.ip, nd.ip, key, c.tls, n, strings.Join(seeds, ", "))
+		conf := fmt.Sprintf("[network]\nbridge = \"bb%s%d\"\nsubnet = \"10.%d.0.0/24\"\n[cluster]\nadvertise = %q\nbind_addr = %q\nencrypt_key = %q\ntls_dir = %q\nserver = true\nbootstrap_expect = %d\njoin = [%s]\n",
+			shape.prefix, i+1, shape.subnetBase+i, nd.ip, nd.ip, key, c.tls, n, strings.Join(seeds, ", "))
 		if err := os.MkdirAll(nd.dir, 0o750); err != nil {
-			return nil, err
+			return c, err
 		}
 		if err := os.WriteFile(filepath.Join(nd.dir, "agent.toml"), []byte(conf), 0o644); err != nil {
-			return nil, err
+			return c, err
 		}
 		if err := c.start(ctx, nd); err != nil {
-			return nil, err
+			return c, err
 		}
 	}
 	return c, c.converged(ctx, 60*time.Second)
@@ -211,7 +231,7 @@ func (c *benchCluster) stop() {
 		cancel()
 		removeCgroups(nd.ns)
 		_ = os.RemoveAll(filepath.Join("/run/containerd/runc", nd.ns))
-		_ = exec.Command("ip", "link", "del", "bbc"+strings.TrimPrefix(nd.name, "c")).Run()
+		_ = exec.Command("ip", "link", "del", "bb"+nd.name).Run() // its bridge
 	}
 }
 
@@ -245,7 +265,7 @@ func (b *bench) measureCluster(ctx context.Context, trials int) (*clusterResult,
 		}
 		res.throughput[writers] = ops
 	}
-	c, err := b.startBenchCluster(ctx, 3)
+	c, err := b.startBenchCluster(ctx, 3, clusterShape{prefix: "c", ipBase: *clusterIPBase, subnetBase: 230, images: []string{b.busybox, b.testapp}})
 	if c != nil {
 		defer c.stop()
 	}

@@ -7,16 +7,10 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/berth-project/berth/api"
-	"github.com/berth-project/berth/cluster"
-	"github.com/berth-project/berth/cluster/pki"
 )
 
 // The lease benchmark of issue 7: lease failover after node loss. Three
@@ -72,9 +66,9 @@ func (b *bench) leaseBenchOnly(ctx context.Context) error {
 }
 
 func (b *bench) measureLeases(ctx context.Context, trials int) (*leaseResult, error) {
-	c, err := b.startLeaseCluster(ctx)
+	c, err := b.startBenchCluster(ctx, 3, clusterShape{prefix: "l", ipBase: *leaseIPBase, subnetBase: 245, images: []string{b.testapp}})
 	if c != nil {
-		defer c.stopLeaseCluster()
+		defer c.stop()
 	}
 	if err != nil {
 		return nil, err
@@ -203,66 +197,6 @@ func oneHolder(ctx context.Context, cands []leaseCandidate, after uint64, timeou
 		time.Sleep(5 * time.Millisecond)
 	}
 	return leaseCandidate{}, 0, fmt.Errorf("no holder with a token above %d within %s", after, timeout)
-}
-
-// startLeaseCluster starts three agents of their own (l1-l3, bridges
-// bbl1-3, subnets 10.245-247.0.0/24) on -lease-ip-base.
-func (b *bench) startLeaseCluster(ctx context.Context) (*benchCluster, error) {
-	c := &benchCluster{b: b, tls: filepath.Join(b.dir, "lease-tls")}
-	key, err := cluster.GenerateKey()
-	if err != nil {
-		return nil, err
-	}
-	ca, err := pki.NewCA("bench CA", 24*time.Hour)
-	if err != nil {
-		return nil, err
-	}
-	if err := pki.WriteCA(c.tls, ca, false); err != nil {
-		return nil, err
-	}
-	const n = 3
-	for i := range n {
-		nd := &benchNode{name: fmt.Sprintf("l%d", i+1), ip: fmt.Sprintf("127.0.0.%d", *leaseIPBase+i), ns: fmt.Sprintf("berth-bench-l%d", i+1)}
-		nd.dir = filepath.Join(b.dir, nd.name)
-		cert, k, err := ca.Issue(pki.NodeCert{Name: nd.name, IPs: []net.IP{net.ParseIP(nd.ip)}, Client: true, Server: true})
-		if err != nil {
-			return nil, err
-		}
-		if err := pki.WriteNode(c.tls, nd.name, cert, k, false); err != nil {
-			return nil, err
-		}
-		if err := importDirect(ctx, b.client, nd.ns, b.testapp); err != nil {
-			return nil, err
-		}
-		c.nodes = append(c.nodes, nd)
-	}
-	for i, nd := range c.nodes {
-		var seeds []string
-		for j, o := range c.nodes {
-			if j != i {
-				seeds = append(seeds, fmt.Sprintf("%q", o.ip+":7946"))
-			}
-		}
-		conf := fmt.Sprintf("[network]\nbridge = \"bbl%d\"\nsubnet = \"10.%d.0.0/24\"\n[cluster]\nadvertise = %q\nbind_addr = %q\nencrypt_key = %q\ntls_dir = %q\nserver = true\nbootstrap_expect = %d\njoin = [%s]\n",
-			i+1, 245+i, nd.ip, nd.ip, key, c.tls, n, strings.Join(seeds, ", "))
-		if err := os.MkdirAll(nd.dir, 0o750); err != nil {
-			return c, err
-		}
-		if err := os.WriteFile(filepath.Join(nd.dir, "agent.toml"), []byte(conf), 0o644); err != nil {
-			return c, err
-		}
-		if err := c.start(ctx, nd); err != nil {
-			return c, err
-		}
-	}
-	return c, c.converged(ctx, 60*time.Second)
-}
-
-func (c *benchCluster) stopLeaseCluster() {
-	c.stop()
-	for i := range c.nodes {
-		_ = exec.Command("ip", "link", "del", fmt.Sprintf("bbl%d", i+1)).Run()
-	}
 }
 
 func (r *leaseResult) print() {

@@ -5,10 +5,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"net"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -19,8 +15,6 @@ import (
 	"github.com/containerd/containerd/oci"
 
 	"github.com/berth-project/berth/api"
-	"github.com/berth-project/berth/cluster"
-	"github.com/berth-project/berth/cluster/pki"
 )
 
 // The work queue benchmarks of issue 7:
@@ -78,9 +72,9 @@ func (b *bench) measureQueues(ctx context.Context) (*queueResult, error) {
 	if r.overhead, err = b.measureQueueOverhead(ctx, *queueRuns); err != nil {
 		return nil, fmt.Errorf("container-mode overhead: %w", err)
 	}
-	c, err := b.startQueueCluster(ctx)
+	c, err := b.startBenchCluster(ctx, 3, clusterShape{prefix: "q", ipBase: *queueIPBase, subnetBase: 240, images: []string{b.busybox}})
 	if c != nil {
-		defer c.stopQueueCluster()
+		defer c.stop()
 	}
 	if err != nil {
 		return nil, err
@@ -89,77 +83,6 @@ func (b *bench) measureQueues(ctx context.Context) (*queueResult, error) {
 		return nil, fmt.Errorf("queue throughput: %w", err)
 	}
 	return r, nil
-}
-
-// startQueueCluster starts three agents of their own (names q1-q3,
-// bridges bbq1-3) on -queue-ip-base.
-func (b *bench) startQueueCluster(ctx context.Context) (*benchCluster, error) {
-	c := &benchCluster{b: b, tls: filepath.Join(b.dir, "queue-tls")}
-	key, err := cluster.GenerateKey()
-	if err != nil {
-		return nil, err
-	}
-	ca, err := pki.NewCA("bench CA", 24*time.Hour)
-	if err != nil {
-		return nil, err
-	}
-	if err := pki.WriteCA(c.tls, ca, false); err != nil {
-		return nil, err
-	}
-	const n = 3
-	for i := range n {
-		nd := &benchNode{name: fmt.Sprintf("q%d", i+1), ip: fmt.Sprintf("127.0.0.%d", *queueIPBase+i), ns: fmt.Sprintf("berth-bench-q%d", i+1)}
-		nd.dir = filepath.Join(b.dir, nd.name)
-		cert, k, err := ca.Issue(pki.NodeCert{Name: nd.name, IPs: []net.IP{net.ParseIP(nd.ip)}, Client: true, Server: true})
-		if err != nil {
-			return nil, err
-		}
-		if err := pki.WriteNode(c.tls, nd.name, cert, k, false); err != nil {
-			return nil, err
-		}
-		if err := importDirect(ctx, b.client, nd.ns, b.busybox); err != nil {
-			return nil, err
-		}
-		c.nodes = append(c.nodes, nd)
-	}
-	for i, nd := range c.nodes {
-		var seeds []string
-		for j, o := range c.nodes {
-			if j != i {
-				seeds = append(seeds, fmt.Sprintf("%q", o.ip+":7946"))
-			}
-		}
-		conf := fmt.Sprintf("[network]\nbridge = \"bbq%d\"\nsubnet = \"10.%d.0.0/24\"\n[cluster]\nadvertise = %q\nbind_addr = %q\nencrypt_key = %q\ntls_dir = %q\nserver = true\nbootstrap_expect = %d\njoin = [%s]\n",
-			i+1, 240+i, nd.ip, nd.ip, key, c.tls, n, joinQuoted(seeds))
-		if err := os.MkdirAll(nd.dir, 0o750); err != nil {
-			return c, err
-		}
-		if err := os.WriteFile(filepath.Join(nd.dir, "agent.toml"), []byte(conf), 0o644); err != nil {
-			return c, err
-		}
-		if err := c.start(ctx, nd); err != nil {
-			return c, err
-		}
-	}
-	return c, c.converged(ctx, 60*time.Second)
-}
-
-func joinQuoted(s []string) string {
-	out := ""
-	for i, x := range s {
-		if i > 0 {
-			out += ", "
-		}
-		out += x
-	}
-	return out
-}
-
-func (c *benchCluster) stopQueueCluster() {
-	c.stop()
-	for i := range c.nodes {
-		_ = exec.Command("ip", "link", "del", fmt.Sprintf("bbq%d", i+1)).Run()
-	}
 }
 
 // pullQueue is a pull-mode queue group whose container does not work on
