@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
+
+	"github.com/berth-project/berth/supervisor"
 )
 
 // Test agents get a [network] of their own: several test agents run at once
@@ -251,7 +253,7 @@ func purgeRules(table, chain string, match func(rule string) bool) error {
 		if !strings.HasPrefix(line, "-A ") || !match(line) {
 			continue
 		}
-		args, err := splitRule(line)
+		args, err := supervisor.SplitIptablesRule(line)
 		if err != nil {
 			errs = append(errs, err)
 			continue
@@ -268,40 +270,6 @@ func purgeRules(table, chain string, match func(rule string) bool) error {
 		}
 	}
 	return errors.Join(errs...)
-}
-
-// splitRule splits a line of iptables -S into arguments, undoing its
-// quotes.
-func splitRule(line string) ([]string, error) {
-	var args []string
-	var b strings.Builder
-	inQuote, escaped, have := false, false, false
-	for _, r := range line {
-		switch {
-		case escaped:
-			b.WriteRune(r)
-			escaped = false
-		case r == '\\' && inQuote:
-			escaped = true
-		case r == '"':
-			inQuote, have = !inQuote, true
-		case r == ' ' && !inQuote:
-			if have || b.Len() > 0 {
-				args = append(args, b.String())
-			}
-			b.Reset()
-			have = false
-		default:
-			b.WriteRune(r)
-		}
-	}
-	if inQuote {
-		return nil, fmt.Errorf("open quote in iptables rule %q", line)
-	}
-	if have || b.Len() > 0 {
-		args = append(args, b.String())
-	}
-	return args, nil
 }
 
 // The CNI plugins' chains that every attachment shares, with the rules

@@ -511,7 +511,7 @@ func purgeIptablesComment(table, chain, comment string) error {
 		if !strings.HasPrefix(line, "-A ") || !strings.Contains(line, strings.ReplaceAll(comment, `"`, `\"`)) {
 			continue
 		}
-		args, err := splitIptablesRule(line)
+		args, err := SplitIptablesRule(line)
 		if err != nil {
 			return err
 		}
@@ -533,9 +533,9 @@ func purgeIptablesComment(table, chain, comment string) error {
 	return nil
 }
 
-// splitIptablesRule splits a line of iptables -S into arguments, undoing
+// SplitIptablesRule splits a line of iptables -S into arguments, undoing
 // its double quotes ("name: \"berth0\" id: \"web\"").
-func splitIptablesRule(line string) ([]string, error) {
+func SplitIptablesRule(line string) ([]string, error) {
 	var args []string
 	var b strings.Builder
 	inQuote, escaped, have := false, false, false

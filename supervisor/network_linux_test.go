@@ -629,7 +629,7 @@ func TestNewCNIValidates(t *testing.T) {
 }
 
 func TestSplitIptablesRule(t *testing.T) {
-	got, err := splitIptablesRule(`-A POSTROUTING -s 10.1.0.2/32 -m comment --comment "name: \"b0\" id: \"web\"" -j CNI-abc`)
+	got, err := SplitIptablesRule(`-A POSTROUTING -s 10.1.0.2/32 -m comment --comment "name: \"b0\" id: \"web\"" -j CNI-abc`)
 	want := []string{"-A", "POSTROUTING", "-s", "10.1.0.2/32", "-m", "comment", "--comment", `name: "b0" id: "web"`, "-j", "CNI-abc"}
 	if err != nil || !slices.Equal(got, want) {
 		t.Errorf("got %q, %v\nwant %q", got, err, want)
