@@ -23,7 +23,9 @@ import (
 // The agent runs every [[ambassador]] of this node's groups itself: a
 // listener opened inside the group's network namespace, so that the
 // group's own 127.0.0.1:6379 is the ambassador, and a proxy (package
-// ambassador) from it to the ready endpoints of a service.
+// ambassador) from it to the ready endpoints of a service; or, with
+// mode = "nat", DNAT rules in that namespace (ambassador_nat.go), fed the
+// same endpoints.
 //
 // Life cycle, driven by the supervisor (supervisor.SandboxObserver):
 //
@@ -84,10 +86,14 @@ type groupAmbassadors struct {
 	failed  map[string]*failedAmbassador
 }
 
-// runningAmbassador is one open listener and its proxy.
+// runningAmbassador is one open listener and its proxy, or, with mode =
+// "nat", the rules in the group's namespace (ambassador_nat.go).
 type runningAmbassador struct {
 	spec  api.AmbassadorSpec
-	proxy *ambassador.Proxy
+	proxy *ambassador.Proxy // nil with nat
+	nat   *natAmbassador    // nil with proxy
+	// natErr is the last error writing nat rules, published once.
+	natErr string
 	// port is the service port each backend is reached at.
 	port int
 	done chan struct{}
@@ -134,6 +140,7 @@ func (s *ambassadorSet) SandboxReady(spec *api.GroupSpec, sb *supervisor.Sandbox
 	if s.stopped || (g == nil && len(spec.Ambassadors) == 0) {
 		return
 	}
+	fresh := false
 	if g == nil {
 		g = &groupAmbassadors{group: spec.Name, running: map[string]*runningAmbassador{}, failed: map[string]*failedAmbassador{}}
 		s.groups[spec.Name] = g
@@ -141,17 +148,24 @@ func (s *ambassadorSet) SandboxReady(spec *api.GroupSpec, sb *supervisor.Sandbox
 	if g.netns != sb.NetNSPath {
 		// A namespace made anew: what listens in the old one is useless.
 		for listen := range g.running {
-			s.closeLocked(g, listen)
+			s.closeLocked(g, listen, true)
 		}
 		g.netns = sb.NetNSPath
+		fresh = true
 	}
 	g.specs = map[string]api.AmbassadorSpec{}
 	for _, as := range spec.Ambassadors {
 		g.specs[as.Listen] = as
 	}
+	if fresh {
+		// nat rules of ambassadors the spec lost while no agent ran.
+		if err := natSweep(g.netns, natChainNames(g.specs)); err != nil {
+			s.log.Warn("ambassador: removing stale nat rules", "group", g.group, "err", err)
+		}
+	}
 	for listen, r := range g.running {
 		if want, ok := g.specs[listen]; !ok || !sameAmbassador(want, r.spec) {
-			s.closeLocked(g, listen)
+			s.closeLocked(g, listen, false)
 			if ok {
 				s.event(g.group, api.EventNormal, "AmbassadorChanged", fmt.Sprintf("ambassador %s changed: reopening it", listen))
 			}
@@ -183,7 +197,7 @@ func (s *ambassadorSet) SandboxGone(group string) {
 		return
 	}
 	for listen := range g.running {
-		s.closeLocked(g, listen)
+		s.closeLocked(g, listen, true) // nat rules go with the namespace
 	}
 	delete(s.groups, group)
 }
@@ -215,6 +229,9 @@ func (s *ambassadorSet) openLocked(g *groupAmbassadors, spec api.AmbassadorSpec)
 		balance = api.BalanceRoundRobin
 	}
 	msg := fmt.Sprintf("ambassador %s: listening in the group's network namespace, to service %s port %d (%s)", spec.Listen, spec.Service, r.port, balance)
+	if r.nat != nil {
+		msg = fmt.Sprintf("ambassador %s: kernel DNAT rules (mode = \"nat\") in the group's network namespace, to service %s port %d (%s)", spec.Listen, spec.Service, r.port, balance)
+	}
 	for _, sp := range spec.Split {
 		msg += fmt.Sprintf(", %d%% to %s", sp.Percent, sp.Service)
 	}
@@ -226,6 +243,15 @@ func (s *ambassadorSet) start(g *groupAmbassadors, spec api.AmbassadorSpec) (*ru
 	port, err := ambassador.ServicePort(spec)
 	if err != nil {
 		return nil, err
+	}
+	if spec.Mode == api.AmbassadorNAT {
+		n, err := newNatAmbassador(g.netns, spec)
+		if err != nil {
+			return nil, err
+		}
+		r := &runningAmbassador{spec: spec, nat: n, port: port, done: make(chan struct{})}
+		close(r.done) // nothing runs: the kernel does it
+		return r, nil
 	}
 	ln, err := supervisor.ListenInNetns(g.netns, "tcp", spec.Listen)
 	if err != nil {
@@ -264,13 +290,22 @@ func (s *ambassadorSet) serve(group string, r *runningAmbassador) {
 }
 
 // closeLocked stops one ambassador of g: its listener and every
-// connection through it. s.mu is held.
-func (s *ambassadorSet) closeLocked(g *groupAmbassadors, listen string) {
+// connection through it, or with nat its rules, unless keepRules (the
+// namespace goes, or the agent stops). s.mu is held.
+func (s *ambassadorSet) closeLocked(g *groupAmbassadors, listen string, keepRules bool) {
 	r := g.running[listen]
 	if r == nil {
 		return
 	}
 	delete(g.running, listen)
+	if r.nat != nil {
+		if keepRules {
+			r.nat.forget()
+		} else if err := r.nat.close(); err != nil {
+			s.event(g.group, api.EventWarning, "AmbassadorFailed", err.Error())
+		}
+		return
+	}
 	// Close returns once the listener and every connection are closed;
 	// serve then returns without taking s.mu.
 	r.proxy.Close()
@@ -348,7 +383,7 @@ func (s *ambassadorSet) stop() {
 	s.stopped = true
 	for name, g := range s.groups {
 		for listen := range g.running {
-			s.closeLocked(g, listen)
+			s.closeLocked(g, listen, true) // nat rules keep working
 		}
 		delete(s.groups, name)
 	}
@@ -381,6 +416,10 @@ func (s *ambassadorSet) feed() {
 	v := s.view()
 	for _, it := range items {
 		r := it.r
+		if r.nat != nil {
+			s.feedNat(it.group, r, v)
+			continue
+		}
 		var unreachable []string
 		for _, svc := range r.proxy.Services() {
 			backends, missing := backendsOf(v.endpoints(svc), r.port)
@@ -394,6 +433,24 @@ func (s *ambassadorSet) feed() {
 	}
 }
 
+// feedNat writes a nat ambassador's rules for the endpoints in v and
+// publishes, once per change, what it cannot reach and why it failed.
+func (s *ambassadorSet) feedNat(group string, r *runningAmbassador, v *endpointView) {
+	warning, err := r.nat.update(v, s.a.cfg.Network.Outbound)
+	s.warn(group, r, warning)
+	msg := ""
+	if err != nil {
+		msg = err.Error()
+	}
+	s.mu.Lock()
+	changed := msg != r.natErr
+	r.natErr = msg
+	s.mu.Unlock()
+	if changed && msg != "" {
+		s.event(group, api.EventWarning, "AmbassadorFailed", msg+"; trying again at the next endpoint change (within "+endpointResync.String()+")")
+	}
+}
+
 // warnUnreachable publishes, once per change, the endpoints an
 // ambassador cannot reach because they do not publish its port.
 func (s *ambassadorSet) warnUnreachable(group string, r *runningAmbassador, unreachable []string) {
@@ -402,6 +459,11 @@ func (s *ambassadorSet) warnUnreachable(group string, r *runningAmbassador, unre
 		msg = fmt.Sprintf("ambassador %s: ready endpoints on other nodes that do not publish container port %d cannot be reached and get no connections: %s (publish the port in their group, e.g. ports = [\"%d:%d\"])",
 			r.spec.Listen, r.port, strings.Join(unreachable, ", "), r.port, r.port)
 	}
+	s.warn(group, r, msg)
+}
+
+// warn publishes msg as AmbassadorUnreachable when it changed.
+func (s *ambassadorSet) warn(group string, r *runningAmbassador, msg string) {
 	s.mu.Lock()
 	changed := msg != r.warned
 	r.warned = msg
@@ -449,7 +511,7 @@ func (s *ambassadorSet) event(group, typ, reason, msg string) {
 
 // sameAmbassador reports whether two [[ambassador]] tables are the same.
 func sameAmbassador(a, b api.AmbassadorSpec) bool {
-	return a.Listen == b.Listen && a.Service == b.Service && a.Port == b.Port && a.Balance == b.Balance &&
+	return a.Listen == b.Listen && a.Service == b.Service && a.Port == b.Port && a.Balance == b.Balance && a.Mode == b.Mode &&
 		a.ShardHeader == b.ShardHeader && slices.Equal(a.Split, b.Split)
 }
 

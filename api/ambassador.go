@@ -28,7 +28,21 @@ type AmbassadorSpec struct {
 	ShardHeader string `toml:"shard_header" json:"shard_header,omitempty"`
 	// Split sends a share of new connections to other services.
 	Split []SplitSpec `toml:"split" json:"split,omitempty"`
+	// Mode: "proxy" (default), the agent's user-space proxy, or "nat",
+	// DNAT rules in the group's network namespace (round-robin and split
+	// only: no retries, no least-conn, source-hash or shard).
+	Mode AmbassadorMode `toml:"mode" json:"mode,omitempty"`
 }
+
+// AmbassadorMode is how an ambassador carries connections.
+type AmbassadorMode string
+
+const (
+	// AmbassadorProxy is the agent's user-space TCP proxy (the default).
+	AmbassadorProxy AmbassadorMode = "proxy"
+	// AmbassadorNAT is kernel DNAT in the group's network namespace.
+	AmbassadorNAT AmbassadorMode = "nat"
+)
 
 // SplitSpec sends Percent of an ambassador's new connections to Service.
 type SplitSpec struct {
@@ -48,8 +62,9 @@ const (
 
 // ambassadors checks the [[ambassador]] tables: a listen address that is
 // an IP literal with a port, once per group; a service that names a group;
-// a known balance; shard_header only with balance = "shard"; and splits
-// that leave the main service a share.
+// a known balance; shard_header only with balance = "shard"; splits
+// that leave the main service a share; and a known mode, "nat" only with
+// round-robin on one IPv4 address.
 func (v *validator) ambassadors(g *GroupSpec) {
 	type bound struct {
 		i    int
@@ -59,7 +74,8 @@ func (v *validator) ambassadors(g *GroupSpec) {
 	for i := range g.Ambassadors {
 		a := &g.Ambassadors[i]
 		p := pathIndex("ambassador", i)
-		if addr, ok := v.listenAddr(pathKey(p, "listen"), a.Listen); ok {
+		addr, addrOK := v.listenAddr(pathKey(p, "listen"), a.Listen)
+		if addrOK {
 			for _, b := range seen {
 				if listenClash(addr, b.addr) {
 					v.add(pathKey(p, "listen"), "%q is already taken by ambassador[%d] (at %s): give each ambassador its own port",
@@ -81,6 +97,44 @@ func (v *validator) ambassadors(g *GroupSpec) {
 			v.add(pathKey(p, "shard_header"), "header name %q may only contain letters, digits and !#$%%&'*+-.^_`|~", a.ShardHeader)
 		}
 		v.splits(p, a)
+		v.mode(p, a, addr, addrOK)
+	}
+}
+
+// modes are the ambassador's modes, in the order a message lists them.
+var modes = []string{string(AmbassadorProxy), string(AmbassadorNAT)}
+
+// mode checks the mode of ambassador a at p: a known one and, for "nat",
+// what the kernel can do: round-robin (and split) on an IPv4 address.
+func (v *validator) mode(p string, a *AmbassadorSpec, addr netip.AddrPort, addrOK bool) {
+	field := pathKey(p, "mode")
+	switch a.Mode {
+	case "", AmbassadorProxy:
+		return
+	case AmbassadorNAT:
+	default:
+		msg := fmt.Sprintf("%q is not an ambassador mode: use \"proxy\" (the default: the agent's proxy, every balance, retries) or \"nat\" (DNAT rules in the group's network namespace: round-robin and split only, near the cost of a direct connection)", a.Mode)
+		if s := closest(string(a.Mode), modes); s != "" {
+			msg += fmt.Sprintf("; did you mean %q?", s)
+		}
+		v.add(field, "%s", msg)
+		return
+	}
+	if a.Balance != "" && a.Balance != BalanceRoundRobin {
+		why := map[Balance]string{
+			BalanceLeastConn:  "it cannot count open connections",
+			BalanceSourceHash: "it cannot hash a client address to an endpoint",
+			BalanceShard:      "it cannot read a shard key from the stream",
+		}[a.Balance]
+		if why == "" {
+			return // an unknown balance, reported at balance
+		}
+		v.add(field, "mode = \"nat\" cannot balance %q (balance at %s): the kernel picks an endpoint per connection, without state, so %s (nor retry another endpoint); remove mode to use the proxy, or use balance = \"round-robin\"",
+			a.Balance, v.where(pathKey(p, "balance")), why)
+	}
+	if addrOK && (!addr.Addr().Is4() || addr.Addr().IsUnspecified()) {
+		v.add(field, "mode = \"nat\" rewrites the group's connections to one IPv4 address, and %q is not one: listen on an address like \"127.0.0.1:%d\", or remove mode to use the proxy",
+			a.Listen, addr.Port())
 	}
 }
 

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -66,7 +67,148 @@ func (b *bench) benchNetwork(ctx context.Context, rounds int) error {
 		return fmt.Errorf("ambassador in agentd: %w", err)
 	}
 	amb.print()
+	nat, err := b.measureAgentNatAmbassador(ctx, *ambRequests, *ambRounds)
+	if err != nil {
+		return fmt.Errorf("nat ambassador in agentd: %w", err)
+	}
+	nat.print()
 	return nil
+}
+
+// The agent's nat ambassador end to end: as measureAgentAmbassador (the
+// same client in a group's namespace, the same echo backend in another
+// group on the bridge, the same 1 KiB round trip), with the client's
+// [[ambassador]] in mode = "nat": DNAT rules that agentd writes in the
+// client's namespace, no process in between.
+
+type agentNatRows struct {
+	conns       []int
+	direct, nat []ambResult
+}
+
+func (b *bench) measureAgentNatAmbassador(ctx context.Context, requests, rounds int) (_ *agentNatRows, retErr error) {
+	const port = 7000
+	group := func(name, extra string) api.ApplyFile {
+		return api.ApplyFile{Name: name + ".toml", Content: fmt.Sprintf(`name = %q
+grace_period = "100ms"
+%s
+[[container]]
+name = "sleep"
+image = "berth.local/busybox:latest"
+command = ["sleep", "86400"]
+`, name, extra)}
+	}
+	defer func() {
+		for _, g := range []string{"amb-nat-client", "amb-nat-echo"} {
+			if err := b.api.Delete(ctx, g, true); err != nil && retErr == nil {
+				retErr = err
+			}
+		}
+	}()
+	if _, err := b.api.Apply(ctx, api.ApplyRequest{Files: []api.ApplyFile{
+		group("amb-nat-echo", ""),
+		group("amb-nat-client", fmt.Sprintf("[[ambassador]]\nlisten = \"127.0.0.1:%d\"\nservice = \"amb-nat-echo\"\nmode = \"nat\"\n", port)),
+	}}); err != nil {
+		return nil, err
+	}
+	var echo, client *api.GroupStatus
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		var err error
+		if echo, err = b.api.Get(ctx, "amb-nat-echo"); err != nil {
+			return nil, err
+		}
+		if client, err = b.api.Get(ctx, "amb-nat-client"); err != nil {
+			return nil, err
+		}
+		if echo.State == api.GroupRunning && client.State == api.GroupRunning {
+			break
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("amb-nat-echo %s, amb-nat-client %s after 30s; want both Running", echo.State, client.State)
+		}
+	}
+	if echo.Network == nil || echo.Network.Address == "" {
+		return nil, fmt.Errorf("amb-nat-echo has no bridge address: %+v", echo.Network)
+	}
+	var ln net.Listener
+	if err := inNetns(echo.NetNS, func() error {
+		var err error
+		ln, err = net.Listen("tcp", fmt.Sprintf("0.0.0.0:%d", port))
+		return err
+	}); err != nil {
+		return nil, fmt.Errorf("echo in amb-nat-echo's namespace: %w", err)
+	}
+	defer ln.Close()
+	ambEchoOn(ln)
+	dialIn := func(addr string) func() (net.Conn, error) {
+		return func() (net.Conn, error) {
+			var c net.Conn
+			err := inNetns(client.NetNS, func() error {
+				var err error
+				c, err = net.DialTimeout("tcp", addr, 2*time.Second)
+				return err
+			})
+			return c, err
+		}
+	}
+	direct := dialIn(net.JoinHostPort(echo.Network.Address, strconv.Itoa(port)))
+	nat := dialIn(fmt.Sprintf("127.0.0.1:%d", port))
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		_, err := ambLoadDial(nat, 1, 1, nil)
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("no round trip through the nat ambassador within 10s: %w", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	pids := []int{b.agent.Process.Pid}
+	r := &agentNatRows{conns: []int{1, 16}}
+	r.direct, r.nat = make([]ambResult, len(r.conns)), make([]ambResult, len(r.conns))
+	for _, conns := range r.conns { // warm up
+		for _, d := range []func() (net.Conn, error){direct, nat} {
+			if _, err := ambLoadDial(d, conns, max(requests/10, 100), pids); err != nil {
+				return nil, err
+			}
+		}
+	}
+	for range rounds {
+		for i, conns := range r.conns {
+			for _, row := range []struct {
+				what string
+				dial func() (net.Conn, error)
+				into []ambResult
+			}{{"direct", direct, r.direct}, {"through the nat ambassador", nat, r.nat}} {
+				res, err := ambLoadDial(row.dial, conns, requests/rounds, pids)
+				if err != nil {
+					return nil, fmt.Errorf("%s: %w", row.what, err)
+				}
+				row.into[i].add(res)
+			}
+		}
+	}
+	return r, nil
+}
+
+func (r *agentNatRows) print() {
+	fmt.Printf("\nnat ambassador in agentd (mode = \"nat\"), end to end: %d B → %d B, the client in group amb-nat-client's network namespace, the echo backend in amb-nat-echo's\n", ambMsg, ambMsg)
+	fmt.Printf("  %-44s %9s %9s %9s %10s %9s\n", "", "p50", "p90", "p99", "req/s", "CPU/req")
+	for i, conns := range r.conns {
+		for _, row := range []struct {
+			name string
+			res  ambResult
+		}{{fmt.Sprintf("%d conn, direct to amb-nat-echo's address", conns), r.direct[i]},
+			{fmt.Sprintf("%d conn, 127.0.0.1 → agent's nat ambassador", conns), r.nat[i]}} {
+			res := row.res
+			fmt.Printf("    %-42s %9s %9s %9s %10.0f %9s\n", row.name, ambMicros(pct(res.lat, 50)), ambMicros(pct(res.lat, 90)),
+				ambMicros(pct(res.lat, 99)), res.rate(), ambMicros(res.cpu/time.Duration(res.requests)))
+		}
+		fmt.Printf("    %d conn: nat/direct p50 %.3f (target ≤ 1.10), p99 %.3f, throughput %.3f; added p50 %s\n", conns,
+			ratio(r.nat[i].lat, r.direct[i].lat, 50), ratio(r.nat[i].lat, r.direct[i].lat, 99),
+			r.nat[i].rate()/r.direct[i].rate(), ambMicros(pct(r.nat[i].lat, 50)-pct(r.direct[i].lat, 50)))
+	}
 }
 
 // measureNetworkApply alternates bridge and none groups, so both see the
