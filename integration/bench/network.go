@@ -397,8 +397,12 @@ func cleanupNetwork() error {
 		}
 		for _, line := range strings.Split(string(out), "\n") {
 			if strings.HasPrefix(line, "-A ") && strings.Contains(line, comment) {
-				args := append([]string{"-w", "-t", table, "-D"}, splitRule(strings.TrimPrefix(line, "-A "))...)
-				_ = exec.Command("iptables", args...).Run()
+				rule, err := supervisor.SplitIptablesRule(strings.TrimPrefix(line, "-A "))
+				if err != nil {
+					errs = append(errs, err)
+					continue
+				}
+				_ = exec.Command("iptables", append([]string{"-w", "-t", table, "-D"}, rule...)...).Run()
 			}
 		}
 	}
@@ -468,35 +472,4 @@ func removeUnusedChains(had map[string]bool) {
 			}
 		}
 	}
-}
-
-// splitRule splits a rule as iptables -S prints it into arguments,
-// undoing its quotes (--comment "name: \"bba1\" id: \"web\"").
-func splitRule(line string) []string {
-	var args []string
-	var b strings.Builder
-	inQuote, escaped, have := false, false, false
-	for _, r := range line {
-		switch {
-		case escaped:
-			b.WriteRune(r)
-			escaped = false
-		case r == '\\' && inQuote:
-			escaped = true
-		case r == '"':
-			inQuote, have = !inQuote, true
-		case r == ' ' && !inQuote:
-			if have || b.Len() > 0 {
-				args = append(args, b.String())
-			}
-			b.Reset()
-			have = false
-		default:
-			b.WriteRune(r)
-		}
-	}
-	if have || b.Len() > 0 {
-		args = append(args, b.String())
-	}
-	return args
 }
