@@ -242,6 +242,9 @@ type clusterResult struct {
 	stableTerms    int
 	stableFor      time.Duration
 	nodeLossLeader int
+	// nodeLossOnLeader says, per node-loss trial, whether the victim was
+	// the Raft leader.
+	nodeLossOnLeader []bool
 	throughput     map[int]float64
 	shards         []cluster.ShardResult
 }
@@ -287,15 +290,17 @@ readiness = { http = { path = "/ready", port = 8080 }, period = "200ms", timeout
 	}
 	for range trials {
 		obs := c.live()[0]
-		where, err := readyOn(ctx, obs.api, "bench-hello", "", 60*time.Second)
+		where, err := settledOn(ctx, c, "bench-hello", 60*time.Second)
 		if err != nil {
 			return nil, err
 		}
 		victim := c.node(where)
 		info, _ := obs.api.Raft(ctx)
-		if info != nil && info.Leader == where {
+		onLeader := info != nil && info.Leader == where
+		if onLeader {
 			res.nodeLossLeader++
 		}
+		res.nodeLossOnLeader = append(res.nodeLossOnLeader, onLeader)
 		var watcher *benchNode
 		for _, nd := range c.live() {
 			if nd != victim {
@@ -368,6 +373,39 @@ readiness = { http = { path = "/ready", port = 8080 }, period = "200ms", timeout
 
 // readyOn waits until the group's allocation is Ready on a node other
 // than not, and returns that node.
+// settledOn waits until every live agent sees the group's one allocation
+// Ready on the same node, and still there half a second later: a trial
+// must not start while a restarted agent's view lags (it would name a
+// node the replica has left) or while the allocation moves.
+func settledOn(ctx context.Context, c *benchCluster, group string, timeout time.Duration) (string, error) {
+	deadline := time.Now().Add(timeout)
+	agreed := func() string {
+		node := ""
+		for _, nd := range c.live() {
+			g, err := nd.api.ClusterGroup(ctx, group)
+			if err != nil || len(g.Allocations) != 1 {
+				return ""
+			}
+			al := g.Allocations[0]
+			if !al.Ready || al.Node == "" || al.GroupGeneration != g.Generation || (node != "" && al.Node != node) {
+				return ""
+			}
+			node = al.Node
+		}
+		return node
+	}
+	for time.Now().Before(deadline) {
+		if n := agreed(); n != "" {
+			time.Sleep(500 * time.Millisecond)
+			if agreed() == n {
+				return n, nil
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return "", fmt.Errorf("%s: the agents did not agree on one ready allocation within %s", group, timeout)
+}
+
 func readyOn(ctx context.Context, c *api.Client, group, not string, timeout time.Duration) (string, error) {
 	deadline := time.Now().Add(timeout)
 	for time.Now().Before(deadline) {
@@ -473,6 +511,15 @@ func (r *clusterResult) print() {
 	fmt.Printf("\nCluster (3 agentd processes on 127.0.0.%d-%d, one containerd)\n", *clusterIPBase, *clusterIPBase+2)
 	fmt.Printf("  node loss → replica Ready elsewhere (%d trials, %d of them the leader's node): p50 %s, max %s   (target ≤ 5s)\n",
 		len(r.nodeLoss), r.nodeLossLeader, sec(pct(r.nodeLoss, 50)), sec(pct(r.nodeLoss, 100)))
+	var trials []string
+	for i, d := range r.nodeLoss {
+		mark := ""
+		if i < len(r.nodeLossOnLeader) && r.nodeLossOnLeader[i] {
+			mark = "(leader)"
+		}
+		trials = append(trials, sec(d)+mark)
+	}
+	fmt.Printf("    every trial, in order: %s\n", strings.Join(trials, " "))
 	fmt.Printf("  Raft leader loss → new leader seen by a follower (%d trials): p50 %s, max %s   (target ≤ 1s)\n",
 		len(r.leaderLoss), sec(pct(r.leaderLoss, 50)), sec(pct(r.leaderLoss, 100)))
 	sorted := slices.Sorted(slices.Values(r.leaderLoss))
