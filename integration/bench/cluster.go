@@ -237,6 +237,11 @@ func (c *benchCluster) stop() {
 
 type clusterResult struct {
 	nodeLoss, leaderLoss []time.Duration
+	// nodeDead is, per node-loss trial, when the Raft state recorded the
+	// victim dead (gossip's detection plus the leader's write), as the
+	// watcher saw it; the rest of nodeLoss is placement, start and
+	// readiness.
+	nodeDead []time.Duration
 	// stableTerms counts the term changes seen in a quiet window after
 	// the trials (false elections), watched for stableFor.
 	stableTerms    int
@@ -245,8 +250,8 @@ type clusterResult struct {
 	// nodeLossOnLeader says, per node-loss trial, whether the victim was
 	// the Raft leader.
 	nodeLossOnLeader []bool
-	throughput     map[int]float64
-	shards         []cluster.ShardResult
+	throughput       map[int]float64
+	shards           []cluster.ShardResult
 }
 
 // measureCluster runs the cluster benchmarks.
@@ -289,6 +294,7 @@ readiness = { http = { path = "/ready", port = 8080 }, period = "200ms", timeout
 		return nil, err
 	}
 	for range trials {
+		time.Sleep(*clusterCalm)
 		obs := c.live()[0]
 		where, err := settledOn(ctx, c, "bench-hello", 60*time.Second)
 		if err != nil {
@@ -308,11 +314,18 @@ readiness = { http = { path = "/ready", port = 8080 }, period = "200ms", timeout
 			}
 		}
 		t0 := time.Now()
+		dead := make(chan time.Duration, 1)
+		watchCtx, stopWatch := context.WithCancel(ctx)
+		go func() { dead <- recordedDead(watchCtx, watcher.api, where, t0) }()
 		c.kill(ctx, victim)
-		if _, err := readyOn(ctx, watcher.api, "bench-hello", where, 30*time.Second); err != nil {
+		_, err = readyOn(ctx, watcher.api, "bench-hello", where, 30*time.Second)
+		ready := time.Since(t0)
+		stopWatch()
+		res.nodeDead = append(res.nodeDead, <-dead)
+		if err != nil {
 			return nil, err
 		}
-		res.nodeLoss = append(res.nodeLoss, time.Since(t0))
+		res.nodeLoss = append(res.nodeLoss, ready)
 		if err := c.start(ctx, victim); err != nil {
 			return nil, err
 		}
@@ -373,6 +386,22 @@ readiness = { http = { path = "/ready", port = 8080 }, period = "200ms", timeout
 
 // readyOn waits until the group's allocation is Ready on a node other
 // than not, and returns that node.
+// recordedDead polls c's members until node is recorded dead and returns
+// how long after t0 that was (0 when ctx ended first).
+func recordedDead(ctx context.Context, c *api.Client, node string, t0 time.Time) time.Duration {
+	for ctx.Err() == nil {
+		if ms, err := c.Members(ctx); err == nil {
+			for _, m := range ms {
+				if m.Name == node && m.Status == "dead" {
+					return time.Since(t0)
+				}
+			}
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return 0
+}
+
 // settledOn waits until every live agent sees the group's one allocation
 // Ready on the same node, and still there half a second later: a trial
 // must not start while a restarted agent's view lags (it would name a
@@ -517,6 +546,9 @@ func (r *clusterResult) print() {
 		if i < len(r.nodeLossOnLeader) && r.nodeLossOnLeader[i] {
 			mark = "(leader)"
 		}
+		if i < len(r.nodeDead) && r.nodeDead[i] > 0 {
+			mark += "[dead " + sec(r.nodeDead[i]) + "]"
+		}
 		trials = append(trials, sec(d)+mark)
 	}
 	fmt.Printf("    every trial, in order: %s\n", strings.Join(trials, " "))
@@ -553,6 +585,7 @@ func sec(d time.Duration) string { return fmt.Sprintf("%.2fs", d.Seconds()) }
 // benchmarks alone (with -cluster-trials trials).
 var (
 	clusterOnly   = flag.Bool("cluster-only", false, "run only the cluster benchmarks (node loss, leader loss, Raft throughput, shard moves)")
+	clusterCalm   = flag.Duration("cluster-calm", 5*time.Second, "before each node-loss trial, how long the cluster has been whole (gossip's Lifeguard raises probe timeouts after failed probes and lowers them again over a few seconds)")
 	clusterQuiet  = flag.Duration("cluster-quiet", 20*time.Second, "after the leader-loss trials, how long to watch the Raft term for false elections")
 	clusterIPBase = flag.Int("cluster-ip-base", 41, "the cluster benchmarks use 127.0.0.<base> to <base+5>: three agents, then three Raft members")
 )
