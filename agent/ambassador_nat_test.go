@@ -2,7 +2,6 @@ package agent
 
 import (
 	"net/netip"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"reflect"
@@ -120,11 +119,9 @@ func TestNatAddrs(t *testing.T) {
 // TestNatInNetns installs, updates, closes and sweeps the rules in a
 // network namespace of its own (root and iptables needed).
 func TestNatInNetns(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root")
-	}
+	needRoot(t)
 	if _, err := exec.LookPath("iptables-restore"); err != nil {
-		t.Skip("no iptables")
+		missingPrerequisite(t, "needs iptables-restore (contrib/scripts/install-deps.sh installs iptables)")
 	}
 	ns, err := netns.NewNetNS(filepath.Join(t.TempDir(), "ns"))
 	if err != nil {

@@ -204,13 +204,19 @@ func TestPublishAddressConfig(t *testing.T) {
 // fails it when CI=true.
 func needRoot(t *testing.T) {
 	t.Helper()
-	if os.Geteuid() == 0 {
-		return
+	if os.Geteuid() != 0 {
+		missingPrerequisite(t, "needs root to join a network namespace")
 	}
+}
+
+// missingPrerequisite skips the test, or fails it under CI=true, where a
+// missing prerequisite is a failure.
+func missingPrerequisite(t *testing.T, msg string) {
+	t.Helper()
 	if os.Getenv("CI") == "true" {
-		t.Fatal("needs root (CI=true: a missing prerequisite is a failure)")
+		t.Fatal(msg + " (CI=true: a missing prerequisite is a failure)")
 	}
-	t.Skip("needs root to join a network namespace")
+	t.Skip(msg)
 }
 
 // freeLocalPort returns a port of 127.0.0.1 nothing listens on now.

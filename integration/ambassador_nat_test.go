@@ -23,7 +23,11 @@ import (
 // has no endpoint, and leaves nothing behind when the group is deleted.
 func TestAmbassadorNat(t *testing.T) {
 	if _, err := exec.LookPath("iptables-save"); err != nil {
-		t.Skip("no iptables on this machine")
+		msg := "needs iptables-save (contrib/scripts/install-deps.sh installs iptables)"
+		if os.Getenv("CI") == "true" {
+			t.Fatal(msg + " (CI=true: a missing prerequisite is a failure)")
+		}
+		t.Skip(msg + " (set CI=true to make this a failure)")
 	}
 	hostLocalnet := readTrim(t, "/proc/sys/net/ipv4/conf/all/route_localnet")
 	c := startPublishingCluster(t, 1, ambassadorBase+5)
