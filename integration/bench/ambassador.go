@@ -536,9 +536,11 @@ func ambMicros(d time.Duration) string {
 // node bridge, run by the bench's agentd in the client group's network
 // namespace. The bench is the client (inside amb-client's namespace) and
 // the echo backend (inside amb-echo's); it measures the same 1 KiB round
-// trip straight to amb-echo's bridge address, through the ambassador, and
-// through a kernel DNAT rule in amb-client's namespace (the in-kernel
-// alternative, for comparison: no shard keys, no retries).
+// trip straight to amb-echo's bridge address, through the ambassador
+// (mode = "proxy", on 127.0.0.1:7000), and through a second ambassador of
+// amb-client to the same service in mode = "nat" (on 127.0.0.1:7001: the
+// DNAT rules agentd writes in amb-client's namespace, no process in
+// between; no shard keys, no retries).
 
 // agentAmbRows are the rows of the end-to-end measurement.
 type agentAmbRows struct {
@@ -568,7 +570,8 @@ command = ["sleep", "86400"]
 	}()
 	if _, err := b.api.Apply(ctx, api.ApplyRequest{Files: []api.ApplyFile{
 		group("amb-echo", ""),
-		group("amb-client", fmt.Sprintf("[[ambassador]]\nlisten = \"127.0.0.1:%d\"\nservice = \"amb-echo\"\n", port)),
+		group("amb-client", fmt.Sprintf("[[ambassador]]\nlisten = \"127.0.0.1:%d\"\nservice = \"amb-echo\"\n"+
+			"[[ambassador]]\nlisten = \"127.0.0.1:%d\"\nservice = \"amb-echo\"\nport = %d\nmode = \"nat\"\n", port, port+1, port)),
 	}}); err != nil {
 		return nil, err
 	}
@@ -615,26 +618,25 @@ command = ["sleep", "86400"]
 	}
 	direct := dialIn(net.JoinHostPort(echo.Network.Address, strconv.Itoa(port)))
 	proxied := dialIn(fmt.Sprintf("127.0.0.1:%d", port))
-	// The ambassador has its endpoint once amb-echo is ready: wait for
-	// a round trip through it.
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		_, err := ambLoadDial(proxied, 1, 1, nil)
-		if err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			return nil, fmt.Errorf("no round trip through the ambassador within 10s: %w", err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	// The kernel's way, for comparison: DNAT of 127.0.0.1:7001 to the
-	// echo group in amb-client's namespace (what an in-kernel ambassador
-	// would install; it goes with the namespace).
-	if err := kernelDNAT(client.NetNS, port+1, net.JoinHostPort(echo.Network.Address, strconv.Itoa(port))); err != nil {
-		return nil, fmt.Errorf("kernel DNAT row: %w", err)
-	}
 	nat := dialIn(fmt.Sprintf("127.0.0.1:%d", port+1))
+	// The ambassadors have their endpoint once amb-echo is ready: wait
+	// for a round trip through each.
+	for _, amb := range []struct {
+		what string
+		dial func() (net.Conn, error)
+	}{{"the ambassador", proxied}, {"the nat ambassador", nat}} {
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			_, err := ambLoadDial(amb.dial, 1, 1, nil)
+			if err == nil {
+				break
+			}
+			if time.Now().After(deadline) {
+				return nil, fmt.Errorf("no round trip through %s within 10s: %w", amb.what, err)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
 	pids := []int{b.agent.Process.Pid}
 	r := &agentAmbRows{conns: []int{1, 16}}
 	r.direct, r.proxed, r.nat = make([]ambResult, len(r.conns)), make([]ambResult, len(r.conns)), make([]ambResult, len(r.conns))
@@ -651,7 +653,7 @@ command = ["sleep", "86400"]
 				what string
 				dial func() (net.Conn, error)
 				into []ambResult
-			}{{"direct", direct, r.direct}, {"through the ambassador", proxied, r.proxed}, {"kernel DNAT", nat, r.nat}} {
+			}{{"direct", direct, r.direct}, {"through the ambassador", proxied, r.proxed}, {"through the nat ambassador", nat, r.nat}} {
 				res, err := ambLoadDial(row.dial, conns, requests/rounds, pids)
 				if err != nil {
 					return nil, fmt.Errorf("%s: %w", row.what, err)
@@ -663,23 +665,6 @@ command = ["sleep", "86400"]
 	return r, nil
 }
 
-// kernelDNAT makes connections to 127.0.0.1:port in the namespace at
-// nsPath go to target in the kernel: DNAT in nat OUTPUT, masquerade of
-// the loopback source on eth0, and route_localnet so that a packet from
-// 127.0.0.1 may leave by eth0 at all.
-func kernelDNAT(nsPath string, port int, target string) error {
-	for _, args := range [][]string{
-		{"sh", "-c", "echo 1 > /proc/sys/net/ipv4/conf/all/route_localnet"},
-		{"iptables", "-w", "-t", "nat", "-A", "OUTPUT", "-p", "tcp", "-d", "127.0.0.1", "--dport", strconv.Itoa(port), "-j", "DNAT", "--to-destination", target},
-		{"iptables", "-w", "-t", "nat", "-A", "POSTROUTING", "-s", "127.0.0.0/8", "-o", "eth0", "-j", "MASQUERADE"},
-	} {
-		if out, err := exec.Command("nsenter", append([]string{"--net=" + nsPath}, args...)...).CombinedOutput(); err != nil {
-			return fmt.Errorf("%s: %v: %s", strings.Join(args, " "), err, out)
-		}
-	}
-	return nil
-}
-
 func (r *agentAmbRows) print() {
 	fmt.Printf("\nambassador in agentd, end to end: %d B → %d B, the client in group amb-client's network namespace, the echo backend in amb-echo's (node bridge)\n", ambMsg, ambMsg)
 	fmt.Printf("  %-44s %9s %9s %9s %10s %9s\n", "", "p50", "p90", "p99", "req/s", "CPU/req")
@@ -688,7 +673,7 @@ func (r *agentAmbRows) print() {
 			name string
 			res  ambResult
 		}{{fmt.Sprintf("%d conn, direct to amb-echo's address", conns), r.direct[i]}, {fmt.Sprintf("%d conn, 127.0.0.1 → agentd's ambassador", conns), r.proxed[i]},
-			{fmt.Sprintf("%d conn, 127.0.0.1 → kernel DNAT (compare)", conns), r.nat[i]}} {
+			{fmt.Sprintf("%d conn, 127.0.0.1 → agentd's nat ambassador", conns), r.nat[i]}} {
 			res := row.res
 			fmt.Printf("    %-42s %9s %9s %9s %10.0f %9s\n", row.name, ambMicros(pct(res.lat, 50)), ambMicros(pct(res.lat, 90)),
 				ambMicros(pct(res.lat, 99)), res.rate(), ambMicros(res.cpu/time.Duration(res.requests)))
@@ -696,8 +681,9 @@ func (r *agentAmbRows) print() {
 		fmt.Printf("    %d conn: proxied/direct p50 %.3f (target ≤ 1.10), p99 %.3f, throughput %.3f; added p50 %s\n", conns,
 			ratio(r.proxed[i].lat, r.direct[i].lat, 50), ratio(r.proxed[i].lat, r.direct[i].lat, 99),
 			r.proxed[i].rate()/r.direct[i].rate(), ambMicros(pct(r.proxed[i].lat, 50)-pct(r.direct[i].lat, 50)))
-		fmt.Printf("    %d conn: kernel DNAT/direct p50 %.3f, p99 %.3f, throughput %.3f\n", conns,
-			ratio(r.nat[i].lat, r.direct[i].lat, 50), ratio(r.nat[i].lat, r.direct[i].lat, 99), r.nat[i].rate()/r.direct[i].rate())
+		fmt.Printf("    %d conn: nat/direct p50 %.3f (target ≤ 1.10), p99 %.3f, throughput %.3f; added p50 %s\n", conns,
+			ratio(r.nat[i].lat, r.direct[i].lat, 50), ratio(r.nat[i].lat, r.direct[i].lat, 99),
+			r.nat[i].rate()/r.direct[i].rate(), ambMicros(pct(r.nat[i].lat, 50)-pct(r.direct[i].lat, 50)))
 	}
 	fmt.Printf("  (CPU/req: the bench process, client and backend, plus agentd.)\n")
 }
