@@ -58,7 +58,8 @@ func (a *Agent) watchAllocations(ctx context.Context) {
 				return
 			}
 		case <-tick.C:
-			// Catching up is decided by Raft's stats, not by an apply.
+			// Also when nothing is applied: checkCaughtUp's barrier may
+			// have come back since the last pass.
 		}
 		a.syncAllocations()
 	}
